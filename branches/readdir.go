@@ -1,0 +1,130 @@
+package branches
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// Name is one name of a merged listing, with the type its topmost visible
+// copy has.
+type Name struct {
+	Name string
+	Type uint8 // DT_* constant
+}
+
+// Names lists the names the union shows in dir, sorted: the union of the
+// entries of every merged copy of dir, minus names whited out in a higher
+// copy, minus markers. A name that is a non-directory in one copy and a
+// directory in another counts once, with the type of its topmost copy.
+func (s *Stack) Names(dir *Entry) ([]Name, error) {
+	if !dir.IsDir() {
+		return nil, fmt.Errorf("%s: %w", dir.Path, unix.ENOTDIR)
+	}
+	seen := map[string]bool{}     // decided by a higher copy, shown or not
+	var out []Name
+	for _, layer := range dir.Layers {
+		raw, err := sys.ReadDir(layer.Branch.fd, layer.Path)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || sys.IsNotDir(err) {
+				continue // changed behind our back
+			}
+			return nil, fmt.Errorf("%s in %s: %w", dir.Path, layer.Branch.Path, err)
+		}
+		var names []sys.DirEntry
+		var hidden map[string]whiteout.Kind
+		needFD := layer.Markers.XattrWhiteouts
+		for _, e := range raw {
+			if e.Type == unix.DT_UNKNOWN || e.Type == unix.DT_CHR {
+				needFD = true
+				break
+			}
+		}
+		dfd := -1
+		if needFD {
+			if dfd, err = sys.OpenDirBeneath(layer.Branch.fd, layer.Path); err != nil {
+				return nil, fmt.Errorf("%s in %s: %w", dir.Path, layer.Branch.Path, err)
+			}
+		}
+		names, hidden, err = whiteout.Classify(dfd, raw, layer.Markers)
+		if dfd >= 0 {
+			unix.Close(dfd)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s in %s: %w", dir.Path, layer.Branch.Path, err)
+		}
+		for _, e := range names {
+			if !seen[e.Name] {
+				seen[e.Name] = true
+				out = append(out, Name{Name: e.Name, Type: e.Type})
+			}
+		}
+		// Whiteouts act on the copies below, after this copy's own names
+		// (an aufs whiteout beside a real object hides only lower ones).
+		for name := range hidden {
+			seen[name] = true
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// ReadDir resolves every name of the merged listing of dir. Each entry is
+// exactly what Lookup returns for that name, so a listing and a lookup can
+// never disagree (inode numbers included).
+func (s *Stack) ReadDir(dir *Entry) ([]*Entry, error) {
+	names, err := s.Names(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Entry, 0, len(names))
+	for _, n := range names {
+		e, err := s.Lookup(dir, n.Name)
+		if errors.Is(err, ErrNotExist) {
+			continue // vanished between the listing and the lookup
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Nlink is the link count the union reports for e: for a directory 2 plus
+// its visible subdirectories (SEMANTICS.md, Identity), for anything else
+// the serving copy's own count.
+func (s *Stack) Nlink(e *Entry) (uint64, error) {
+	if !e.IsDir() {
+		return uint64(e.St.Nlink), nil
+	}
+	names, err := s.Names(e)
+	if err != nil {
+		return 0, err
+	}
+	n := uint64(2)
+	for _, c := range names {
+		if c.Type == unix.DT_DIR {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Attr returns the attributes the union reports for e: the serving copy's,
+// with the union inode number and link count.
+func (s *Stack) Attr(e *Entry) (unix.Stat_t, error) {
+	st := e.St
+	st.Ino = e.Ino
+	n, err := s.Nlink(e)
+	if err != nil {
+		return st, err
+	}
+	st.Nlink = n
+	return st, nil
+}

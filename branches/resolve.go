@@ -1,0 +1,347 @@
+package branches
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// Layer is one branch's copy of a union object.
+type Layer struct {
+	Branch *Branch
+	// Path is relative to the branch root, "." for the root itself.
+	Path string
+	// Markers are the directory markers of this copy (directories only).
+	Markers whiteout.DirMarkers
+}
+
+// Entry is a resolved union object.
+type Entry struct {
+	// Path is the union path, "." for the root.
+	Path string
+	// Layers: one for a non-directory; for a directory every merged copy,
+	// top first, down to the first opaque one.
+	Layers []Layer
+	// St is the lstat of Layers[0], the copy that serves the object's
+	// attributes and data, as the branch reports it.
+	St unix.Stat_t
+	// Ino is the union inode number (see ino.go). A non-directory takes
+	// its identity from its serving copy; a directory from its bottom-most
+	// merged copy, so that creating the directory in a higher branch (as a
+	// copy-up does) keeps its number.
+	Ino uint64
+}
+
+// IsDir reports whether the entry is a directory.
+func (e *Entry) IsDir() bool { return e.St.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+// Top is the serving copy.
+func (e *Entry) Top() Layer { return e.Layers[0] }
+
+// Name is the last element of the union path.
+func (e *Entry) Name() string { return path.Base(e.Path) }
+
+// ErrNotExist is wrapped by lookups of names the union does not show.
+var ErrNotExist = fs.ErrNotExist
+
+// Root resolves the union root: the root of every branch, down to the first
+// opaque one.
+func (s *Stack) Root() (*Entry, error) {
+	e := &Entry{Path: "."}
+	for _, b := range s.branches {
+		m, err := whiteout.ReadDirMarkers(b.fd)
+		if err != nil {
+			return nil, fmt.Errorf("branch %s: %w", b.Path, err)
+		}
+		e.Layers = append(e.Layers, Layer{Branch: b, Path: ".", Markers: m})
+		if m.Opaque != whiteout.NoMarker {
+			break
+		}
+	}
+	if err := sys.Fstat(s.branches[0].fd, &e.St); err != nil {
+		return nil, err
+	}
+	bottom := e.Layers[len(e.Layers)-1].Branch
+	var bst unix.Stat_t
+	if err := sys.Fstat(bottom.fd, &bst); err != nil {
+		return nil, err
+	}
+	e.Ino = s.inos.number(uint64(bst.Dev), bst.Ino)
+	return e, nil
+}
+
+// Lookup resolves name in the directory dir. It returns an error wrapping
+// ErrNotExist when the union does not show the name (absent, whited out,
+// or a reserved marker name).
+func (s *Stack) Lookup(dir *Entry, name string) (*Entry, error) {
+	return s.lookup(dir, name, nil)
+}
+
+// Resolve resolves a slash-separated union path from the root, without
+// following symlinks ("." is the root).
+func (s *Stack) Resolve(p string) (*Entry, error) {
+	e, err := s.Root()
+	if err != nil {
+		return nil, err
+	}
+	if p == "." || p == "" || p == "/" {
+		return e, nil
+	}
+	for _, name := range strings.Split(strings.Trim(p, "/"), "/") {
+		if !e.IsDir() {
+			return nil, fmt.Errorf("%s: %w", p, unix.ENOTDIR)
+		}
+		if e, err = s.Lookup(e, name); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// Verdict is what one branch's copy of a name became in a lookup.
+type Verdict int
+
+const (
+	// Absent: the branch has nothing at that name.
+	Absent Verdict = iota
+	// Serves: this copy is the union object (or its top layer).
+	Serves
+	// Merged: a lower copy of a directory, merged into the listing.
+	Merged
+	// Hidden: a real copy that the union does not show; HiddenBy says why.
+	Hidden
+	// Marker: the branch holds a whiteout at that name.
+	Marker
+)
+
+func (v Verdict) String() string {
+	return [...]string{"absent", "serves", "merged", "hidden", "whiteout"}[v]
+}
+
+// Observation is what one branch held at a name, and what became of it.
+type Observation struct {
+	Branch  *Branch
+	Verdict Verdict
+	// Type is the S_IFMT bits of the real copy (Serves, Merged, Hidden).
+	Type uint32
+	// Marker is the whiteout kind at this name (Verdict Marker, or an aufs
+	// whiteout beside a real copy), or the opaque marker of a directory copy.
+	Marker whiteout.Kind
+	// HiddenBy says, for Hidden, which higher branch hid the copy and with
+	// what (see Reason).
+	HiddenBy *Cause
+}
+
+// Cause is what hides a lower copy: a marker, or an object of the union
+// in a higher branch.
+type Cause struct {
+	Branch *Branch
+	// Marker is set when a marker hides the copy.
+	Marker whiteout.Kind
+	// Type (S_IFMT bits) is the higher object's type when an object, not
+	// a marker, hides the copy.
+	Type uint32
+}
+
+// Reason says in words why the observed copy is hidden, without the
+// branch ("overlay whiteout (char 0/0)", "file over dir", "shadowed by a
+// file"); "" when it is not hidden.
+func (o Observation) Reason() string {
+	c := o.HiddenBy
+	switch {
+	case c == nil:
+		return ""
+	case c.Marker != whiteout.NoMarker:
+		return c.Marker.String()
+	case c.Type == o.Type:
+		return "shadowed by a " + typeName(c.Type)
+	}
+	return typeName(c.Type) + " over " + typeName(o.Type)
+}
+
+// Explain resolves name in dir like Lookup, and also reports what every
+// branch of dir holds at that name and what became of it. Entry is nil when
+// the union does not show the name.
+func (s *Stack) Explain(dir *Entry, name string) (*Entry, []Observation, error) {
+	var obs []Observation
+	e, err := s.lookup(dir, name, &obs)
+	if errors.Is(err, ErrNotExist) {
+		err = nil
+	}
+	return e, obs, err
+}
+
+// lookup is the one resolution rule. When obs is not nil it keeps going
+// after the decision to record what lower branches held.
+func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, error) {
+	if whiteout.IsReserved(name) || name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("%s: %w", path.Join(dir.Path, name), ErrNotExist)
+	}
+	var (
+		found   *Entry
+		stopped *Cause // set once no lower copy can contribute
+	)
+	childPath := path.Join(dir.Path, name)
+	for _, layer := range dir.Layers {
+		if stopped != nil && obs == nil {
+			break
+		}
+		b := layer.Branch
+		rel := path.Join(layer.Path, name)
+		dfd, err := sys.OpenDirBeneath(b.fd, layer.Path)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || sys.IsNotDir(err) {
+				continue // changed behind our back: treat as absent
+			}
+			return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
+		}
+		l, err := whiteout.LookupName(dfd, name, layer.Markers)
+		var childMarkers whiteout.DirMarkers
+		isDir := l.Present && l.St.Mode&unix.S_IFMT == unix.S_IFDIR
+		if err == nil && isDir {
+			childMarkers, err = readMarkersAt(b.fd, rel)
+		}
+		unix.Close(dfd)
+		if err != nil {
+			return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
+		}
+		o := Observation{Branch: b, Type: l.St.Mode & unix.S_IFMT, Marker: l.Hides}
+		switch {
+		case !l.Present && l.Hides == whiteout.NoMarker:
+			o.Verdict = Absent
+		case !l.Present:
+			o.Verdict = Marker
+			if stopped == nil {
+				stopped = &Cause{Branch: b, Marker: l.Hides}
+			} else {
+				o.Verdict, o.HiddenBy = Hidden, stopped
+			}
+		case stopped != nil:
+			o.Verdict, o.HiddenBy = Hidden, stopped
+		case found == nil:
+			o.Verdict = Serves
+			found = &Entry{Path: childPath, St: l.St}
+			found.Layers = []Layer{{Branch: b, Path: rel, Markers: childMarkers}}
+			switch {
+			case !isDir:
+				stopped = &Cause{Branch: b, Type: l.St.Mode & unix.S_IFMT}
+			case childMarkers.Opaque != whiteout.NoMarker:
+				o.Marker = childMarkers.Opaque
+				stopped = &Cause{Branch: b, Marker: childMarkers.Opaque}
+			case l.Hides != whiteout.NoMarker:
+				stopped = &Cause{Branch: b, Marker: l.Hides}
+			}
+		case !isDir:
+			// A directory above hides a non-directory here, and the
+			// merge ends: kernel overlay stops at the first non-dir.
+			o.Verdict = Hidden
+			o.HiddenBy = &Cause{Branch: found.Layers[0].Branch, Type: unix.S_IFDIR}
+			stopped = o.HiddenBy
+		default:
+			o.Verdict = Merged
+			found.Layers = append(found.Layers, Layer{Branch: b, Path: rel, Markers: childMarkers})
+			switch {
+			case childMarkers.Opaque != whiteout.NoMarker:
+				o.Marker = childMarkers.Opaque
+				stopped = &Cause{Branch: b, Marker: childMarkers.Opaque}
+			case l.Hides != whiteout.NoMarker:
+				stopped = &Cause{Branch: b, Marker: l.Hides}
+			}
+		}
+		if obs != nil {
+			*obs = append(*obs, o)
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%s: %w", childPath, ErrNotExist)
+	}
+	found.Ino = s.identity(found)
+	return found, nil
+}
+
+// identity is the union inode number of e (see Entry.Ino).
+func (s *Stack) identity(e *Entry) uint64 {
+	if !e.IsDir() || len(e.Layers) == 1 {
+		return s.inos.number(uint64(e.St.Dev), e.St.Ino)
+	}
+	var st unix.Stat_t
+	if err := s.StatLayer(e.Layers[len(e.Layers)-1], &st); err != nil {
+		return s.inos.number(uint64(e.St.Dev), e.St.Ino)
+	}
+	return s.inos.number(uint64(st.Dev), st.Ino)
+}
+
+// readMarkersAt reads the directory markers of rel beneath the branch root.
+func readMarkersAt(rootFD int, rel string) (whiteout.DirMarkers, error) {
+	fd, err := sys.OpenDirBeneath(rootFD, rel)
+	if err != nil {
+		return whiteout.DirMarkers{}, err
+	}
+	defer unix.Close(fd)
+	return whiteout.ReadDirMarkers(fd)
+}
+
+// StatLayer lstats one copy.
+func (s *Stack) StatLayer(l Layer, st *unix.Stat_t) error {
+	return withParent(l, func(dfd int, name string) error {
+		if name == "" {
+			return sys.Fstat(dfd, st)
+		}
+		return sys.Lstatat(dfd, name, st)
+	})
+}
+
+// OpenLayer opens one copy with the given flags. Symlinks are never
+// followed: opening one fails with ELOOP.
+func (s *Stack) OpenLayer(l Layer, flags int) (int, error) {
+	return sys.OpenBeneath(l.Branch.fd, l.Path, flags, 0)
+}
+
+// Readlink reads the target of a symlink entry.
+func (s *Stack) Readlink(e *Entry) (string, error) {
+	var target string
+	err := withParent(e.Top(), func(dfd int, name string) error {
+		for size := 256; ; size *= 2 {
+			buf := make([]byte, size)
+			n, err := unix.Readlinkat(dfd, name, buf)
+			if err != nil {
+				return err
+			}
+			if n < size {
+				target = string(buf[:n])
+				return nil
+			}
+		}
+	})
+	return target, err
+}
+
+func typeName(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return "dir"
+	case unix.S_IFREG:
+		return "file"
+	case unix.S_IFLNK:
+		return "symlink"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFSOCK:
+		return "socket"
+	case unix.S_IFCHR:
+		return "char device"
+	case unix.S_IFBLK:
+		return "block device"
+	}
+	return "object"
+}
+
+// TypeName names the file type in mode ("file", "dir", "symlink", ...).
+func TypeName(mode uint32) string { return typeName(mode) }

@@ -1,0 +1,357 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/unionfs"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// demoLayer is one layer of the demo stack, described as data.
+type demoLayer struct {
+	dir, about string
+	build      func(root string) error
+}
+
+// The demo stack, top first. Each layer teaches one thing; the comments in
+// the files say what to look for.
+var demoLayers = []demoLayer{
+	{"top", "overlay format: whiteouts are char devices 0/0, opaque dirs carry the overlay.opaque xattr", func(r string) error {
+		return firstErr(
+			writeFile(r, "etc/hostname", "top-host\n"),
+			mkWhiteout(r, "etc/old.conf", whiteout.Overlay),
+			mkWhiteout(r, "docs", whiteout.Overlay),
+			writeFile(r, "logs/today.log", "only today's log survives\n"),
+			mkOpaque(r, "logs", whiteout.Overlay),
+		)
+	}},
+	{"middle", "aufs/OCI format: whiteouts are .wh.<name> files, an opaque dir holds .wh..wh..opq", func(r string) error {
+		return firstErr(
+			writeFile(r, "etc/motd", "welcome from the middle layer\n"),
+			mkWhiteout(r, "app/data/b.txt", whiteout.Aufs),
+			writeFile(r, "app/data/c.txt", "c, added in the middle\n"),
+			writeFile(r, "var/cache/fresh", "the only cache entry left\n"),
+			mkOpaque(r, "var/cache", whiteout.Aufs),
+			writeFile(r, "app/config", "a file where the base has a directory\n"),
+		)
+	}},
+	{"base", "plain files: what an image's first layer looks like", func(r string) error {
+		return firstErr(
+			writeFile(r, "etc/hostname", "base-host\n"),
+			writeFile(r, "etc/motd", "welcome from base\n"),
+			writeFile(r, "etc/old.conf", "deprecated setting\n"),
+			writeFile(r, "app/data/a.txt", "a, from base\n"),
+			writeFile(r, "app/data/b.txt", "b, from base\n"),
+			writeFile(r, "app/config/defaults.ini", "[base]\n"),
+			writeFile(r, "docs/readme.txt", "old docs\n"),
+			writeFile(r, "var/cache/stale", "stale cache\n"),
+			writeFile(r, "logs/2020.log", "an old log\n"),
+			os.Symlink("hostname", filepath.Join(r, "etc/name")),
+		)
+	}},
+}
+
+func cmdDemo(args []string) error {
+	fl := pflag.NewFlagSet("demo", pflag.ContinueOnError)
+	keep := fl.Bool("keep", false, "leave the layers in place (the mount is always removed)")
+	fl.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: strata demo [--keep]\n\nBuilds a 3-layer union in a temp dir, mounts it, shows which layer serves\nevery path and what hides the rest, then unmounts and cleans up.\n\n%s", fl.FlagUsages())
+	}
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "strata-demo-")
+	if err != nil {
+		return err
+	}
+	if !*keep {
+		defer os.RemoveAll(tmp)
+	}
+	return runDemo(os.Stdout, tmp)
+}
+
+func runDemo(w io.Writer, tmp string) error {
+	out := bufio.NewWriter(w)
+	defer out.Flush()
+	var lowers []string
+	label := map[string]string{}
+	fmt.Fprintf(out, "strata demo: three layers, stacked top first, in %s\n\n", tmp)
+	for _, l := range demoLayers {
+		dir := filepath.Join(tmp, l.dir)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if err := l.build(dir); err != nil {
+			return fmt.Errorf("building layer %s: %w", l.dir, err)
+		}
+		lowers = append(lowers, dir)
+		real, _ := filepath.EvalSymlinks(dir)
+		label[real] = l.dir
+	}
+	mnt := filepath.Join(tmp, "merged")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(out, "1. What each layer holds on disk (markers included):")
+	for _, l := range demoLayers {
+		fmt.Fprintf(out, "\n  %s  -- %s\n", l.dir, l.about)
+		if err := printLayer(out, filepath.Join(tmp, l.dir)); err != nil {
+			return err
+		}
+	}
+
+	opts, err := branches.ParseOptions([]string{"lowerdir=" + strings.Join(lowers, ":")})
+	if err != nil {
+		return err
+	}
+	stack, err := branches.Open(opts, mnt)
+	if err != nil {
+		return err
+	}
+	defer stack.Close()
+	server, err := unionfs.Mount(stack, mnt, unionfs.Config{})
+	if err != nil {
+		return fmt.Errorf("%w (the demo mounts with FUSE: run it as root, or install fuse3 for fusermount3)", err)
+	}
+	defer func() {
+		server.Unmount()
+		server.Wait()
+	}()
+
+	fmt.Fprintf(out, "\n2. The union, read through the mount at %s\n", mnt)
+	fmt.Fprintln(out, "   (as if you typed: strata mount -o lowerdir=top:middle:base merged)")
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PATH\tTYPE\tSERVED BY\tCONTENT")
+	err = filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(mnt, p)
+		if rel == "." {
+			return nil
+		}
+		e, err := stack.Resolve(rel)
+		if err != nil {
+			return fmt.Errorf("the mount shows %s but the library does not: %w", rel, err)
+		}
+		served := label[e.Top().Branch.Path]
+		if e.IsDir() && len(e.Layers) > 1 {
+			var names []string
+			for _, l := range e.Layers {
+				names = append(names, label[l.Branch.Path])
+			}
+			served = "merged: " + strings.Join(names, "+")
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", rel, branches.TypeName(e.St.Mode), served, contentOf(p, d))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	tw.Flush()
+
+	fmt.Fprintln(out, "\n3. What the union hides, and why:")
+	fmt.Fprintln(out)
+	tw = tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PATH\tIN LAYER\tHIDDEN BY")
+	for _, b := range stack.Branches() {
+		err := walkRaw(b.Path, func(rel string) error {
+			why, err := whyHidden(stack, b, rel, label)
+			if err != nil || why == "" {
+				return err
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", rel, label[b.Path], why)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(out, `
+How to read this:
+  - A name is served by the topmost layer that has it.
+  - A whiteout (char 0/0, or a .wh.<name> file) deletes the name from the layers below it.
+  - An opaque directory (overlay.opaque xattr, or a .wh..wh..opq file) hides everything
+    below it at that path: only its own entries show.
+  - A file over a directory (or a directory over a file) hides the lower one entirely.
+  - Directories present in several layers are merged: their entries are combined.
+  - The markers themselves never show through the mount.`)
+	fmt.Fprintf(out, "\nUnmounting %s and removing the layers.\n", mnt)
+	return nil
+}
+
+// printLayer lists one layer's raw tree with what each entry means.
+func printLayer(w io.Writer, root string) error {
+	return walkAll(root, func(rel string, st *unix.Stat_t) error {
+		desc := branches.TypeName(st.Mode)
+		name := path.Base(rel)
+		switch {
+		case whiteout.IsCharWhiteout(st):
+			desc = "whiteout (overlay char 0/0): deletes " + rel + " below"
+		case name == whiteout.AufsOpaque:
+			desc = "opaque marker (aufs): hides " + path.Dir(rel) + "/ below"
+		default:
+			if target, ok := whiteout.AufsTarget(name); ok {
+				desc = "whiteout (aufs): deletes " + path.Join(path.Dir(rel), target) + " below"
+			}
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			fd, err := unix.Open(filepath.Join(root, rel), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err == nil {
+				m, _ := whiteout.ReadDirMarkers(fd)
+				unix.Close(fd)
+				if m.Opaque == whiteout.OpaqueOverlay {
+					desc += ", opaque (overlay.opaque=y xattr)"
+				}
+			}
+		}
+		fmt.Fprintf(w, "    %-28s %s\n", rel, desc)
+		return nil
+	})
+}
+
+// walkAll visits every entry below root (sorted, markers included).
+func walkAll(root string, fn func(rel string, st *unix.Stat_t) error) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == "." {
+			return nil
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		return fn(rel, &st)
+	})
+}
+
+// walkRaw visits the real objects of a layer (markers skipped).
+func walkRaw(root string, fn func(rel string) error) error {
+	return walkAll(root, func(rel string, st *unix.Stat_t) error {
+		if whiteout.IsReserved(path.Base(rel)) || whiteout.IsCharWhiteout(st) {
+			return nil
+		}
+		return fn(rel)
+	})
+}
+
+// whyHidden explains why branch b's copy of rel is not part of the union,
+// or returns "" when it is (served or merged). It asks the library, one
+// path component at a time, what became of b's copy.
+func whyHidden(stack *branches.Stack, b *branches.Branch, rel string, label map[string]string) (string, error) {
+	dir, err := stack.Root()
+	if err != nil {
+		return "", err
+	}
+	comps := strings.Split(rel, "/")
+	for i, name := range comps {
+		_, obs, err := stack.Explain(dir, name)
+		if err != nil {
+			return "", err
+		}
+		prefix := strings.Join(comps[:i+1], "/")
+		var mine *branches.Observation
+		for j := range obs {
+			if obs[j].Branch == b {
+				mine = &obs[j]
+			}
+		}
+		if mine == nil || mine.Verdict == branches.Hidden {
+			cause := "an opaque directory above"
+			if mine != nil && mine.HiddenBy != nil {
+				cause = mine.Reason() + " in " + label[mine.HiddenBy.Branch.Path]
+			}
+			if prefix != rel {
+				return fmt.Sprintf("its directory %s/ is hidden: %s", prefix, cause), nil
+			}
+			return cause, nil
+		}
+		if i == len(comps)-1 {
+			return "", nil
+		}
+		if dir, err = stack.Lookup(dir, name); err != nil {
+			return "", err
+		}
+	}
+	return "", nil
+}
+
+// contentOf shows a file's first line, or a symlink's target.
+func contentOf(p string, d fs.DirEntry) string {
+	switch {
+	case d.Type()&fs.ModeSymlink != 0:
+		t, _ := os.Readlink(p)
+		return "-> " + t
+	case d.Type().IsRegular():
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return "(" + err.Error() + ")"
+		}
+		return strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+	}
+	return ""
+}
+
+func writeFile(root, rel, content string) error {
+	p := filepath.Join(root, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(p, []byte(content), 0o644)
+}
+
+// mkWhiteout and mkOpaque use the same writer the union uses.
+func mkWhiteout(root, rel string, f whiteout.Format) error {
+	return withDir(root, path.Dir(rel), func(fd int) error {
+		return whiteout.Writer{Format: f, XattrNamespace: xattrNamespace()}.Whiteout(fd, path.Base(rel))
+	})
+}
+
+func mkOpaque(root, rel string, f whiteout.Format) error {
+	return withDir(root, rel, func(fd int) error {
+		return whiteout.Writer{Format: f, XattrNamespace: xattrNamespace()}.MakeOpaque(fd)
+	})
+}
+
+func withDir(root, rel string, fn func(fd int) error) error {
+	dir := filepath.Join(root, rel)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return fn(fd)
+}
+
+// xattrNamespace: trusted.* needs CAP_SYS_ADMIN; a user gets user.*,
+// which strata reads as well (kernel overlay does with -o userxattr).
+func xattrNamespace() string {
+	if os.Geteuid() == 0 {
+		return "trusted."
+	}
+	return "user."
+}
+
+func firstErr(errs ...error) error { return errors.Join(errs...) }

@@ -1,0 +1,98 @@
+// Command strata mounts and explains union filesystems. See `strata --help`.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"github.com/spf13/pflag"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `strata - a userspace union filesystem (read-only and read-write branches merged into one tree)
+
+Usage:
+  strata mount [flags] -o OPTIONS MOUNTPOINT   mount a union (returns once it is ready)
+  strata umount [-l] MOUNTPOINT                unmount it
+  strata demo                                  build a 3-layer example, mount it, show the union at work
+  strata version                               print the version
+
+Mount options (-o, comma-separated, repeatable), in either syntax:
+  overlay:  lowerdir=L1:L2:...[,upperdir=U,workdir=W]   L1 is the top lower; no upperdir = read-only
+            a colon inside a path is written \:
+  aufs:     br=DIR[=rw|ro|rr]:DIR[=...]...              top first; the first defaults to rw, the rest to ro
+  also:     ro, volatile, allow_other, default_permissions, suid, nosuid, dev, nodev, exec, noexec
+
+Examples:
+  strata mount -o lowerdir=/layers/app:/layers/base /mnt/merged
+  strata mount -o lowerdir=/l1:/l2,upperdir=/u,workdir=/w /mnt/merged
+  strata mount -o br=/u=rw:/l1=ro:/l2=rr /mnt/merged
+  strata mount -o 'lowerdir=/data/a\:b:/data/base' /mnt/merged
+  strata umount /mnt/merged
+
+Run 'strata COMMAND --help' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "mount":
+		err = cmdMount(args[1:])
+	case "umount", "unmount":
+		err = cmdUmount(args[1:])
+	case "demo":
+		err = cmdDemo(args[1:])
+	case "version", "--version":
+		fmt.Println(versionString())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "strata: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, pflag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(os.Stderr, "strata: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(os.Stderr, "strata: %v\n", err)
+	return 1
+}
+
+var errUsage = errors.New("usage")
+
+func usageError(format string, a ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errUsage}, a...)...)
+}
+
+func versionString() string {
+	s := "strata " + version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		s += " (" + bi.GoVersion
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/hanwen/go-fuse/v2" {
+				s += ", go-fuse " + d.Version
+			}
+		}
+		s += ")"
+	}
+	return s
+}

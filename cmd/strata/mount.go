@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/unionfs"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// readyFDEnv tells a daemon child which descriptor to report readiness on.
+// It is an environment variable rather than a flag so that the child's
+// command line stays exactly the user's.
+const readyFDEnv = "STRATA_READY_FD"
+
+type mountFlags struct {
+	options    []string
+	foreground bool
+	debug      bool
+	whiteout   string
+	readOnly   bool
+}
+
+func cmdMount(args []string) error {
+	var f mountFlags
+	fl := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+	fl.StringArrayVarP(&f.options, "options", "o", nil, "mount options, comma-separated (repeatable)")
+	fl.BoolVarP(&f.foreground, "foreground", "f", false, "stay in the foreground and serve until unmounted")
+	fl.BoolVarP(&f.debug, "debug", "d", false, "log every FUSE request to stderr (implies --foreground)")
+	fl.StringVar(&f.whiteout, "whiteout", "overlay", "whiteout format written to the upper: overlay or aufs")
+	fl.BoolVarP(&f.readOnly, "read-only", "r", false, "mount read-only even when there is a writable branch")
+	fl.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: strata mount [flags] -o OPTIONS MOUNTPOINT\n\nFlags:\n%s\n", fl.FlagUsages())
+		fmt.Fprint(os.Stderr, "Examples:\n  strata mount -o lowerdir=/l1:/l2,upperdir=/u,workdir=/w /mnt/merged\n  strata mount -o br=/u=rw:/l1=ro /mnt/merged\n")
+	}
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if fl.NArg() != 1 {
+		return usageError("mount needs exactly one MOUNTPOINT (got %d arguments); see 'strata mount --help'", fl.NArg())
+	}
+	mountpoint := fl.Arg(0)
+	if _, err := whiteout.ParseFormat(f.whiteout); err != nil {
+		return usageError("--whiteout: %v", err)
+	}
+	opts, err := branches.ParseOptions(f.options)
+	if err != nil {
+		return err
+	}
+	if f.readOnly {
+		opts.ReadOnly = true
+	}
+	// Validate before anything else happens, so that a refused mount
+	// leaves nothing behind: no daemon, no mount, no change to a branch.
+	stack, err := branches.Open(opts, mountpoint)
+	if err != nil {
+		return err
+	}
+	if f.foreground || f.debug {
+		return serve(stack, mountpoint, f, nil)
+	}
+	if fdStr := os.Getenv(readyFDEnv); fdStr != "" {
+		var fd int
+		if _, err := fmt.Sscan(fdStr, &fd); err != nil {
+			return fmt.Errorf("%s=%q: %v", readyFDEnv, fdStr, err)
+		}
+		return serve(stack, mountpoint, f, os.NewFile(uintptr(fd), "ready"))
+	}
+	stack.Close()
+	return daemonize()
+}
+
+// daemonize starts this same command again as a detached child and waits
+// until the child says the mount is ready (exit 0) or failed (its message,
+// exit 1). The child's standard streams go to /dev/null, so whoever waits
+// on our stderr (podman does) sees EOF as soon as we exit.
+func daemonize() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
+		return err
+	}
+	w.Close()
+	msg, _ := io.ReadAll(bufio.NewReader(r))
+	r.Close()
+	if string(msg) == "ok\n" {
+		cmd.Process.Release()
+		return nil
+	}
+	cmd.Wait()
+	text := strings.TrimSpace(string(msg))
+	if text == "" {
+		return errors.New("the mount daemon exited before the mount was ready")
+	}
+	return errors.New(text)
+}
+
+// serve mounts and serves until the mount goes away. ready, when set, is
+// told "ok" once the mount is live, or the error.
+func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.File) error {
+	defer stack.Close()
+	logger := log.New(os.Stderr, "strata: ", log.LstdFlags)
+	server, err := unionfs.Mount(stack, mountpoint, unionfs.Config{Debug: f.debug, Logger: logger})
+	if err != nil {
+		if ready != nil {
+			fmt.Fprintln(ready, err)
+			ready.Close()
+		}
+		return err
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		for range sigs {
+			// Lazy unmount: busy users keep their references and the
+			// server still exits.
+			if err := server.Unmount(); err != nil {
+				unix.Unmount(mountpoint, unix.MNT_DETACH)
+			}
+		}
+	}()
+	if ready != nil {
+		fmt.Fprint(ready, "ok\n")
+		ready.Close()
+	}
+	server.Wait()
+	return nil
+}
+
+func cmdUmount(args []string) error {
+	var lazy bool
+	fl := pflag.NewFlagSet("umount", pflag.ContinueOnError)
+	fl.BoolVarP(&lazy, "lazy", "l", false, "detach now, finish when no longer busy")
+	fl.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: strata umount [-l] MOUNTPOINT\n\nFlags:\n%s", fl.FlagUsages())
+	}
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if fl.NArg() != 1 {
+		return usageError("umount needs exactly one MOUNTPOINT")
+	}
+	return unmount(fl.Arg(0), lazy)
+}
+
+// unmount removes a FUSE mount: umount2 as root, fusermount3 -u otherwise.
+func unmount(mountpoint string, lazy bool) error {
+	if os.Geteuid() == 0 {
+		flags := 0
+		if lazy {
+			flags = unix.MNT_DETACH
+		}
+		if err := unix.Unmount(mountpoint, flags); err != nil {
+			return fmt.Errorf("umount %s: %w", mountpoint, err)
+		}
+		return nil
+	}
+	args := []string{"-u"}
+	if lazy {
+		args = append(args, "-z")
+	}
+	args = append(args, mountpoint)
+	for _, prog := range []string{"fusermount3", "fusermount"} {
+		if path, err := exec.LookPath(prog); err == nil {
+			out, err := exec.Command(path, args...).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("umount %s: %s", mountpoint, strings.TrimSpace(string(out)))
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("umount %s: not root and no fusermount3 or fusermount found", mountpoint)
+}

@@ -1,0 +1,73 @@
+package unionfs
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/branches"
+)
+
+// Config says how to mount a stack.
+type Config struct {
+	Debug bool
+	// Logger receives go-fuse's messages; nil means the standard logger.
+	Logger *log.Logger
+}
+
+// Mount serves stack at mountpoint and returns once the kernel has the
+// mount (the FUSE INIT handshake is done). The caller owns stack and must
+// call server.Unmount() and then server.Wait() before closing it.
+func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, error) {
+	root, err := stack.Root()
+	if err != nil {
+		return nil, err
+	}
+	timeout := time.Second
+	opts := &fs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		// Mode 000 is a real mode in a union; go-fuse would turn it into 0644.
+		NullPermissions: true,
+		RootStableAttr:  &fs.StableAttr{Mode: unix.S_IFDIR, Ino: root.Ino},
+		Logger:          cfg.Logger,
+		MountOptions: fuse.MountOptions{
+			FsName:   "strata",
+			Name:     "strata",
+			Debug:    cfg.Debug,
+			MaxWrite: 1 << 20,
+			Logger:   cfg.Logger,
+		},
+	}
+	mo := &opts.MountOptions
+	mo.Options = append(mo.Options, "default_permissions")
+	mo.Options = append(mo.Options, stack.Options().Mount...)
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+	if os.Geteuid() == 0 {
+		// As fuse-overlayfs does for root: a union of a container's
+		// layers is used by other users and carries setuid binaries.
+		mo.AllowOther = true
+		mo.DirectMount = true
+		flags &^= unix.MS_NOSUID
+	}
+	// This version serves reads only (the write path comes next): the
+	// mount is read-only whatever the options say, so writers get EROFS
+	// from the kernel rather than a half-working union.
+	flags |= unix.MS_RDONLY
+	if !mo.DirectMount {
+		mo.Options = append(mo.Options, "ro")
+	}
+	mo.DirectMountFlags = flags
+	node := &Node{stack: stack, entry: root}
+	server, err := fs.Mount(mountpoint, node, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	return server, nil
+}

@@ -1,0 +1,38 @@
+package unionfs
+
+import (
+	"context"
+	"strings"
+	"syscall"
+)
+
+// Getxattr reads an attribute of the serving copy; the union's own
+// attributes are hidden (ENODATA).
+func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, err := n.stack.Getxattr(n.entry, attr)
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// Listxattr lists the attributes of the serving copy, the union's own
+// omitted.
+func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	names, err := n.stack.Listxattr(n.entry)
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	var b strings.Builder
+	for _, name := range names {
+		b.WriteString(name)
+		b.WriteByte(0)
+	}
+	if len(dest) < b.Len() {
+		return uint32(b.Len()), syscall.ERANGE
+	}
+	return uint32(copy(dest, b.String())), 0
+}
