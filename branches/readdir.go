@@ -26,7 +26,7 @@ func (s *Stack) Names(dir *Entry) ([]Name, error) {
 	if !dir.IsDir() {
 		return nil, fmt.Errorf("%s: %w", dir.Path, unix.ENOTDIR)
 	}
-	seen := map[string]bool{}     // decided by a higher copy, shown or not
+	seen := map[string]bool{} // decided by a higher copy, shown or not
 	var out []Name
 	for _, layer := range dir.Layers {
 		raw, err := sys.ReadDir(layer.Branch.fd, layer.Path)
