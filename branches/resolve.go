@@ -51,9 +51,16 @@ func (e *Entry) Name() string { return path.Base(e.Path) }
 // ErrNotExist is wrapped by lookups of names the union does not show.
 var ErrNotExist = fs.ErrNotExist
 
-// Root resolves the union root: the root of every branch, down to the first
-// opaque one.
+// Root returns the union root: the root of every branch, down to the first
+// opaque one. It is resolved once, when the stack is opened.
 func (s *Stack) Root() (*Entry, error) {
+	if s.root == nil {
+		return nil, errors.New("stack is not open")
+	}
+	return s.root, nil
+}
+
+func (s *Stack) resolveRoot() (*Entry, error) {
 	e := &Entry{Path: "."}
 	for _, b := range s.branches {
 		m, err := whiteout.ReadDirMarkers(b.fd)
@@ -279,8 +286,13 @@ func (s *Stack) identity(e *Entry) uint64 {
 }
 
 // readMarkersAt reads the directory markers of rel beneath the branch root.
+// A readable descriptor lets the xattr reads be plain fgetxattr calls; a
+// directory we may not read falls back to an O_PATH descriptor.
 func readMarkersAt(rootFD int, rel string) (whiteout.DirMarkers, error) {
-	fd, err := sys.OpenDirBeneath(rootFD, rel)
+	fd, err := sys.OpenBeneath(rootFD, rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if errors.Is(err, unix.EACCES) {
+		fd, err = sys.OpenDirBeneath(rootFD, rel)
+	}
 	if err != nil {
 		return whiteout.DirMarkers{}, err
 	}

@@ -52,6 +52,7 @@ type Stack struct {
 	branches []*Branch
 	workdir  string
 	inos     *inoTable
+	root     *Entry
 	closeMu  sync.Mutex
 	closed   bool
 }
@@ -88,6 +89,7 @@ func (e *BranchError) Unwrap() error { return e.Err }
 func Open(o *Options, mountpoint string) (*Stack, error) {
 	s := &Stack{opts: o, inos: newInoTable()}
 	ok := false
+	var err error
 	defer func() {
 		if !ok {
 			s.Close()
@@ -154,6 +156,9 @@ func Open(o *Options, mountpoint string) (*Stack, error) {
 		}
 	}
 	if err := s.checkWorkdir(); err != nil {
+		return nil, err
+	}
+	if s.root, err = s.resolveRoot(); err != nil {
 		return nil, err
 	}
 	ok = true

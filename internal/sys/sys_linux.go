@@ -84,6 +84,13 @@ func xattrCalls(name string) (get func(string, string, []byte) (int, error), lis
 // when name is empty) without following a final symlink. A missing attribute
 // returns ENODATA.
 func Getxattr(dirFD int, name, attr string) ([]byte, error) {
+	if name == "" {
+		// fgetxattr is one syscall; it refuses O_PATH descriptors (EBADF),
+		// which then go through /proc.
+		if v, err := fgetxattr(dirFD, attr); err != unix.EBADF {
+			return v, err
+		}
+	}
 	path := ProcPath(dirFD, name)
 	get, _, _ := xattrCalls(name)
 	buf := make([]byte, 256)
@@ -104,6 +111,27 @@ func Getxattr(dirFD int, name, attr string) ([]byte, error) {
 			return nil, err
 		}
 		return buf[:n], nil
+	}
+}
+
+func fgetxattr(fd int, attr string) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Fgetxattr(fd, attr, buf)
+		switch err {
+		case nil:
+			return buf[:n], nil
+		case unix.EINTR:
+			continue
+		case unix.ERANGE:
+			size, err := unix.Fgetxattr(fd, attr, nil)
+			if err != nil {
+				return nil, err
+			}
+			buf = make([]byte, size+1)
+			continue
+		}
+		return nil, err
 	}
 }
 
