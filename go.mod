@@ -7,3 +7,5 @@ require (
 	github.com/spf13/pflag v1.0.10
 	golang.org/x/sys v0.49.0
 )
+
+require github.com/stretchr/testify v1.12.1 // indirect
