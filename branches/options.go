@@ -163,15 +163,20 @@ func ParseOptions(items []string) (*Options, error) {
 			if !ok {
 				return nil, &OptionError{Option: kv, Reason: "unknown option"}
 			}
+			if kind == optBranches {
+				key = "br" // dirs= is br=: giving both is giving br twice
+			}
 			if prev, dup := seen[key]; dup && kind <= optBranches {
 				return nil, &OptionError{Option: kv, Reason: fmt.Sprintf("given twice (first as %q)", prev)}
 			}
 			seen[key] = kv
+			// Unquote first: a quoted empty value ("") is no value either,
+			// and an empty upperdir/workdir would mean the current directory.
+			val = unquote(val)
 			needsValue := kind <= optBranches
 			if needsValue && (!hasVal || val == "") {
 				return nil, &OptionError{Option: kv, Reason: "needs a value"}
 			}
-			val = unquote(val)
 			switch kind {
 			case optLowerdir:
 				for _, p := range splitUnescaped(val, ':') {
@@ -221,7 +226,7 @@ func ParseOptions(items []string) (*Options, error) {
 	case len(upper) > 0:
 		return nil, &OptionError{Option: "upperdir", Reason: "needs lowerdir= too"}
 	default:
-		return nil, &OptionError{Option: strings.Join(items, ","), Reason: "no branches: give lowerdir=... or br=..."}
+		return nil, fmt.Errorf("%w: no branches: give -o lowerdir=DIR[:DIR...] or -o br=DIR[=PERM][:DIR...]", ErrOption)
 	}
 	if _, ok := o.Upper(); !ok {
 		o.ReadOnly = true
