@@ -87,6 +87,9 @@ func (e *BranchError) Unwrap() error { return e.Err }
 // mountpoint may be empty for a library-only stack. Open writes nothing:
 // a refused stack leaves every branch untouched.
 func Open(o *Options, mountpoint string) (*Stack, error) {
+	if len(o.Branches) == 0 {
+		return nil, fmt.Errorf("%w: no branches", ErrOption)
+	}
 	s := &Stack{opts: o, inos: newInoTable()}
 	ok := false
 	var err error

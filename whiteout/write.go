@@ -65,7 +65,12 @@ func (w Writer) MakeOpaque(dirFD int) error {
 		}
 		return nil
 	case Aufs:
-		fd, err := unix.Openat(dirFD, AufsOpaque, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o444)
+		// O_EXCL: an existing marker (mode 0444) cannot be reopened for
+		// writing without CAP_DAC_OVERRIDE; it already does the job.
+		fd, err := unix.Openat(dirFD, AufsOpaque, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o444)
+		if errors.Is(err, unix.EEXIST) {
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("opaque marker %s: %w", AufsOpaque, err)
 		}
