@@ -51,8 +51,10 @@ func (e *Entry) Name() string { return path.Base(e.Path) }
 // ErrNotExist is wrapped by lookups of names the union does not show.
 var ErrNotExist = fs.ErrNotExist
 
-// Root returns the union root: the root of every branch, down to the first
-// opaque one. It is resolved once, when the stack is opened.
+// Root returns the union root: the root of every branch. An opaque marker
+// on a branch root is ignored, as kernel overlay ignores it: opacity hides a
+// directory's lower copies, and the roots are the stack itself. It is
+// resolved once, when the stack is opened.
 func (s *Stack) Root() (*Entry, error) {
 	if s.root == nil {
 		return nil, errors.New("stack is not open")
@@ -67,10 +69,8 @@ func (s *Stack) resolveRoot() (*Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("branch %s: %w", b.Path, err)
 		}
+		m.Opaque = whiteout.NoMarker
 		e.Layers = append(e.Layers, Layer{Branch: b, Path: ".", Markers: m})
-		if m.Opaque != whiteout.NoMarker {
-			break
-		}
 	}
 	if err := sys.Fstat(s.branches[0].fd, &e.St); err != nil {
 		return nil, err
