@@ -1,0 +1,455 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// Node is what the walker records of one object (lstat, never following a
+// symlink). Fields that do not apply to the type stay zero. Two trees are
+// equal when their Nodes are.
+type Node struct {
+	Type   string // file, dir, symlink, fifo, socket, chardev, blockdev
+	Perm   uint32 // mode & 07777: permission bits with setuid, setgid, sticky
+	UID    uint32
+	GID    uint32
+	Size   int64    // regular files and symlinks
+	SHA256 string   // regular files: hex sha256 of the content
+	Target string   // symlinks
+	Nlink  uint64   // non-directories (a directory's count is union-specific)
+	Rdev   uint64   // devices
+	Xattrs []string // user.* attributes as `name="value"`, sorted
+	Mtime  string   // only with walkOptions.times
+}
+
+func (n Node) String() string {
+	s := fmt.Sprintf("%s %04o %d:%d", n.Type, n.Perm, n.UID, n.GID)
+	switch n.Type {
+	case "file":
+		s += fmt.Sprintf(" size=%d sha256=%.12s nlink=%d", n.Size, n.SHA256, n.Nlink)
+	case "symlink":
+		s += fmt.Sprintf(" -> %q", n.Target)
+	case "chardev", "blockdev":
+		s += fmt.Sprintf(" rdev=%d:%d", unix.Major(n.Rdev), unix.Minor(n.Rdev))
+	}
+	if len(n.Xattrs) > 0 {
+		s += " xattrs=" + strings.Join(n.Xattrs, ",")
+	}
+	if n.Mtime != "" {
+		s += " mtime=" + n.Mtime
+	}
+	return s
+}
+
+// Tree is a walked directory: union-relative paths ("." is the root) to
+// what they are.
+type Tree struct {
+	Root  string
+	Nodes map[string]Node
+	// Inos and Types are the raw st_ino and S_IFMT of each path, kept out of
+	// Nodes because inode numbers differ between any two filesystems.
+	Inos   map[string]uint64
+	Types  map[string]uint32
+	Nlinks map[string]uint64
+}
+
+// withoutTimes is a copy of tr with the mtimes left out.
+func (tr Tree) withoutTimes() Tree {
+	out := tr
+	out.Nodes = make(map[string]Node, len(tr.Nodes))
+	for p, n := range tr.Nodes {
+		n.Mtime = ""
+		out.Nodes[p] = n
+	}
+	return out
+}
+
+type walkOptions struct {
+	// times records mtimes too: for "this tree did not change" checks,
+	// never for comparisons between two filesystems.
+	times bool
+}
+
+// walkTree records every object under root, root included.
+func walkTree(t testing.TB, root string, opts ...walkOptions) Tree {
+	t.Helper()
+	var o walkOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	tree := Tree{Root: root, Nodes: map[string]Node{}, Inos: map[string]uint64{}, Types: map[string]uint32{}, Nlinks: map[string]uint64{}}
+	var walk func(rel string)
+	walk = func(rel string) {
+		p := filepath.Join(root, filepath.FromSlash(rel))
+		var st unix.Stat_t
+		require.NoError(t, unix.Lstat(p, &st), "lstat %s", p)
+		n := Node{Type: typeName(st.Mode), Perm: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			n.Size, n.SHA256 = st.Size, hashFile(t, p)
+		case unix.S_IFLNK:
+			target, err := os.Readlink(p)
+			require.NoError(t, err, "readlink %s", p)
+			n.Size, n.Target = st.Size, target
+		case unix.S_IFCHR, unix.S_IFBLK:
+			n.Rdev = st.Rdev
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			n.Nlink = st.Nlink
+		}
+		n.Xattrs = userXattrs(t, p)
+		if o.times {
+			n.Mtime = fmt.Sprintf("%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
+		}
+		tree.Nodes[rel], tree.Inos[rel], tree.Types[rel], tree.Nlinks[rel] = n, st.Ino, st.Mode&unix.S_IFMT, st.Nlink
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return
+		}
+		f, err := os.Open(p)
+		require.NoError(t, err, "open directory %s", p)
+		names, err := f.Readdirnames(-1)
+		f.Close()
+		require.NoError(t, err, "readdir %s", p)
+		sort.Strings(names)
+		for _, name := range names {
+			walk(path.Join(rel, name))
+		}
+	}
+	walk(".")
+	return tree
+}
+
+func typeName(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "file"
+	case unix.S_IFDIR:
+		return "dir"
+	case unix.S_IFLNK:
+		return "symlink"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFSOCK:
+		return "socket"
+	case unix.S_IFCHR:
+		return "chardev"
+	case unix.S_IFBLK:
+		return "blockdev"
+	}
+	return fmt.Sprintf("type(%o)", mode&unix.S_IFMT)
+}
+
+func hashFile(t testing.TB, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	require.NoError(t, err, "open %s", p)
+	defer f.Close()
+	h := sha256.New()
+	_, err = io.Copy(h, f)
+	require.NoError(t, err, "read %s", p)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// userXattrs lists the user.* attributes of p (not following a symlink).
+func userXattrs(t testing.TB, p string) []string {
+	t.Helper()
+	size, err := unix.Llistxattr(p, nil)
+	if err == unix.ENOTSUP || size == 0 {
+		return nil
+	}
+	require.NoError(t, err, "listxattr %s", p)
+	buf := make([]byte, size)
+	size, err = unix.Llistxattr(p, buf)
+	require.NoError(t, err, "listxattr %s", p)
+	var out []string
+	for _, name := range strings.Split(string(buf[:size]), "\x00") {
+		if !strings.HasPrefix(name, "user.") {
+			continue
+		}
+		vsize, err := unix.Lgetxattr(p, name, nil)
+		require.NoError(t, err, "getxattr %s %s", p, name)
+		val := make([]byte, vsize)
+		vsize, err = unix.Lgetxattr(p, name, val)
+		require.NoError(t, err, "getxattr %s %s", p, name)
+		out = append(out, fmt.Sprintf("%s=%q", name, val[:vsize]))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// diffTrees lists every difference between want and got, one line each,
+// sorted by path.
+func diffTrees(want, got Tree) []string {
+	paths := map[string]bool{}
+	for p := range want.Nodes {
+		paths[p] = true
+	}
+	for p := range got.Nodes {
+		paths[p] = true
+	}
+	sorted := make([]string, 0, len(paths))
+	for p := range paths {
+		sorted = append(sorted, p)
+	}
+	sort.Strings(sorted)
+	var out []string
+	for _, p := range sorted {
+		w, inWant := want.Nodes[p]
+		g, inGot := got.Nodes[p]
+		switch {
+		case !inGot:
+			out = append(out, fmt.Sprintf("%s: missing (want %v)", p, w))
+		case !inWant:
+			out = append(out, fmt.Sprintf("%s: unexpected (got %v)", p, g))
+		default:
+			for _, d := range diffNode(w, g) {
+				out = append(out, p+": "+d)
+			}
+		}
+	}
+	return out
+}
+
+func diffNode(w, g Node) []string {
+	var out []string
+	add := func(field string, want, got any) {
+		out = append(out, fmt.Sprintf("%s want %v, got %v", field, want, got))
+	}
+	if w.Type != g.Type {
+		add("type", w.Type, g.Type)
+		return out
+	}
+	if w.Perm != g.Perm {
+		add("mode", fmt.Sprintf("%04o", w.Perm), fmt.Sprintf("%04o", g.Perm))
+	}
+	if w.UID != g.UID || w.GID != g.GID {
+		add("owner", fmt.Sprintf("%d:%d", w.UID, w.GID), fmt.Sprintf("%d:%d", g.UID, g.GID))
+	}
+	if w.Size != g.Size {
+		add("size", w.Size, g.Size)
+	}
+	if w.SHA256 != g.SHA256 {
+		add("sha256", w.SHA256, g.SHA256)
+	}
+	if w.Target != g.Target {
+		add("symlink target", fmt.Sprintf("%q", w.Target), fmt.Sprintf("%q", g.Target))
+	}
+	if w.Nlink != g.Nlink {
+		add("nlink", w.Nlink, g.Nlink)
+	}
+	if w.Rdev != g.Rdev {
+		add("rdev", w.Rdev, g.Rdev)
+	}
+	if strings.Join(w.Xattrs, ",") != strings.Join(g.Xattrs, ",") {
+		add("user xattrs", w.Xattrs, g.Xattrs)
+	}
+	if w.Mtime != g.Mtime {
+		add("mtime", w.Mtime, g.Mtime)
+	}
+	return out
+}
+
+// assertSameTree reports every difference between want and got.
+func assertSameTree(t testing.TB, want, got Tree, what string) bool {
+	t.Helper()
+	diffs := diffTrees(want, got)
+	if len(diffs) == 0 {
+		return true
+	}
+	return assert.Fail(t, fmt.Sprintf("%s: %s (want) and %s (got) differ in %d places:\n\t%s",
+		what, want.Root, got.Root, len(diffs), strings.Join(diffs, "\n\t")))
+}
+
+// dump is the tree as text, for failure messages.
+func (tr Tree) dump() string {
+	paths := make([]string, 0, len(tr.Nodes))
+	for p := range tr.Nodes {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	var b strings.Builder
+	for _, p := range paths {
+		fmt.Fprintf(&b, "\t%s: %v\n", p, tr.Nodes[p])
+	}
+	return b.String()
+}
+
+// children lists the names directly inside dir ("." for the root), sorted.
+func (tr Tree) children(dir string) []string {
+	var out []string
+	for p := range tr.Nodes {
+		if p != "." && path.Dir(p) == dir {
+			out = append(out, path.Base(p))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// dirent is one raw directory entry as getdents64 returns it.
+type dirent struct {
+	Ino  uint64
+	Type uint8
+	Name string
+}
+
+// readDirents reads the raw entries of dir with getdents64 (os.ReadDir
+// does not expose d_ino). "." and ".." are included.
+func readDirents(t testing.TB, dir string) []dirent {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	require.NoError(t, err, "open %s", dir)
+	defer unix.Close(fd)
+	var out []dirent
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		require.NoError(t, err, "getdents %s", dir)
+		if n <= 0 {
+			return out
+		}
+		out = append(out, parseDirents(t, buf[:n])...)
+	}
+}
+
+// parseDirents decodes struct linux_dirent64 records:
+// u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type, char d_name[] (NUL-ended).
+func parseDirents(t testing.TB, b []byte) []dirent {
+	t.Helper()
+	const nameOff = 19
+	var out []dirent
+	for len(b) > 0 {
+		require.GreaterOrEqual(t, len(b), nameOff, "short dirent record")
+		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+		require.True(t, reclen > nameOff && reclen <= len(b), "bad d_reclen %d (%d bytes left)", reclen, len(b))
+		name := b[nameOff:reclen]
+		if i := bytes.IndexByte(name, 0); i >= 0 {
+			name = name[:i]
+		}
+		out = append(out, dirent{Ino: binary.NativeEndian.Uint64(b[0:8]), Type: b[18], Name: string(name)})
+		b = b[reclen:]
+	}
+	return out
+}
+
+// direntType is the DT_* value that matches an S_IFMT value.
+func direntType(ifmt uint32) uint8 {
+	switch ifmt {
+	case unix.S_IFREG:
+		return unix.DT_REG
+	case unix.S_IFDIR:
+		return unix.DT_DIR
+	case unix.S_IFLNK:
+		return unix.DT_LNK
+	case unix.S_IFIFO:
+		return unix.DT_FIFO
+	case unix.S_IFSOCK:
+		return unix.DT_SOCK
+	case unix.S_IFCHR:
+		return unix.DT_CHR
+	case unix.S_IFBLK:
+		return unix.DT_BLK
+	}
+	return unix.DT_UNKNOWN
+}
+
+// checkInodes checks the identity rules of SEMANTICS.md on a mounted union
+// already walked into tree: readdir's d_ino (and d_type) equal lstat's
+// st_ino (and type) for every entry; distinct objects have distinct st_ino;
+// the names of each hard-link group share one st_ino and report st_nlink
+// equal to the group's size.
+func checkInodes(t testing.TB, tree Tree, hardlinks [][]string) {
+	t.Helper()
+	for rel, ifmt := range tree.Types {
+		if ifmt != unix.S_IFDIR {
+			continue
+		}
+		dir := filepath.Join(tree.Root, filepath.FromSlash(rel))
+		seen := 0
+		for _, d := range readDirents(t, dir) {
+			if d.Name == "." || d.Name == ".." {
+				continue
+			}
+			seen++
+			child := path.Join(rel, d.Name)
+			ino, ok := tree.Inos[child]
+			if !assert.True(t, ok, "readdir of %s lists %q, which the walk did not see", rel, d.Name) {
+				continue
+			}
+			assert.Equal(t, ino, d.Ino, "%s: readdir d_ino differs from lstat st_ino", child)
+			if d.Type != unix.DT_UNKNOWN {
+				assert.Equal(t, direntType(tree.Types[child]), d.Type, "%s: readdir d_type differs from lstat's type", child)
+			}
+		}
+		assert.Equal(t, len(tree.children(rel)), seen, "%s: entries listed by getdents", rel)
+	}
+
+	linked := map[string]int{} // path -> group index
+	for i, g := range hardlinks {
+		for _, p := range g {
+			linked[p] = i
+		}
+	}
+	byIno := map[uint64][]string{}
+	for p, ino := range tree.Inos {
+		byIno[ino] = append(byIno[ino], p)
+	}
+	for ino, paths := range byIno {
+		if len(paths) < 2 {
+			continue
+		}
+		sort.Strings(paths)
+		g, ok := linked[paths[0]]
+		same := ok
+		for _, p := range paths {
+			if gp, ok := linked[p]; !ok || gp != g {
+				same = false
+			}
+		}
+		assert.True(t, same, "st_ino %d is shared by %v, which are not one hard-link group", ino, paths)
+	}
+	for _, g := range hardlinks {
+		for _, p := range g {
+			require.Contains(t, tree.Inos, p, "hard link %s", p)
+			assert.Equal(t, tree.Inos[g[0]], tree.Inos[p], "hard links %s and %s must share st_ino", g[0], p)
+			assert.Equal(t, uint64(len(g)), tree.Nodes[p].Nlink, "%s: st_nlink of a %d-name hard-link group", p, len(g))
+		}
+	}
+}
+
+// checkDirNlink checks SEMANTICS.md's directory link count on a walked
+// union: 2 plus the number of visible subdirectories.
+func checkDirNlink(t testing.TB, tree Tree) {
+	t.Helper()
+	for rel, ifmt := range tree.Types {
+		if ifmt != unix.S_IFDIR {
+			continue
+		}
+		subdirs := 0
+		for _, c := range tree.children(rel) {
+			if tree.Types[path.Join(rel, c)] == unix.S_IFDIR {
+				subdirs++
+			}
+		}
+		assert.Equal(t, uint64(2+subdirs), tree.Nlinks[rel], "%s: directory st_nlink with %d visible subdirectories", rel, subdirs)
+	}
+}
