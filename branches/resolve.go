@@ -319,18 +319,9 @@ func (s *Stack) OpenLayer(l Layer, flags int) (int, error) {
 // Readlink reads the target of a symlink entry.
 func (s *Stack) Readlink(e *Entry) (string, error) {
 	var target string
-	err := withParent(e.Top(), func(dfd int, name string) error {
-		for size := 256; ; size *= 2 {
-			buf := make([]byte, size)
-			n, err := unix.Readlinkat(dfd, name, buf)
-			if err != nil {
-				return err
-			}
-			if n < size {
-				target = string(buf[:n])
-				return nil
-			}
-		}
+	err := withParent(e.Top(), func(dfd int, name string) (err error) {
+		target, err = sys.Readlinkat(dfd, name)
+		return err
 	})
 	return target, err
 }

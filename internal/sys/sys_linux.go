@@ -87,44 +87,42 @@ func Getxattr(dirFD int, name, attr string) ([]byte, error) {
 	if name == "" {
 		// fgetxattr is one syscall; it refuses O_PATH descriptors (EBADF),
 		// which then go through /proc.
-		if v, err := fgetxattr(dirFD, attr); err != unix.EBADF {
+		v, err := sized(func(buf []byte) (int, error) { return unix.Fgetxattr(dirFD, attr, buf) })
+		if err != unix.EBADF {
 			return v, err
 		}
 	}
 	path := ProcPath(dirFD, name)
 	get, _, _ := xattrCalls(name)
-	buf := make([]byte, 256)
-	for {
-		n, err := get(path, attr, buf)
-		if err == unix.ERANGE {
-			size, err := get(path, attr, nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, size+1)
-			continue
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
+	return sized(func(buf []byte) (int, error) { return get(path, attr, buf) })
 }
 
-func fgetxattr(fd int, attr string) ([]byte, error) {
+// Listxattr returns the attribute names of name inside dirFD (or of dirFD
+// itself when name is empty) without following a final symlink.
+func Listxattr(dirFD int, name string) ([]string, error) {
+	path := ProcPath(dirFD, name)
+	_, list, _ := xattrCalls(name)
+	b, err := sized(func(buf []byte) (int, error) { return list(path, buf) })
+	if err != nil {
+		return nil, err
+	}
+	return splitNul(b), nil
+}
+
+// sized runs an xattr-style call that fills buf, growing buf when the call
+// answers ERANGE (asking for the size with an empty buffer) and retrying on
+// EINTR.
+func sized(call func(buf []byte) (int, error)) ([]byte, error) {
 	buf := make([]byte, 256)
 	for {
-		n, err := unix.Fgetxattr(fd, attr, buf)
+		n, err := call(buf)
 		switch err {
 		case nil:
 			return buf[:n], nil
 		case unix.EINTR:
 			continue
 		case unix.ERANGE:
-			size, err := unix.Fgetxattr(fd, attr, nil)
+			size, err := call(nil)
 			if err != nil {
 				return nil, err
 			}
@@ -135,29 +133,20 @@ func fgetxattr(fd int, attr string) ([]byte, error) {
 	}
 }
 
-// Listxattr returns the attribute names of name inside dirFD (or of dirFD
-// itself when name is empty) without following a final symlink.
-func Listxattr(dirFD int, name string) ([]string, error) {
-	path := ProcPath(dirFD, name)
-	_, list, _ := xattrCalls(name)
-	buf := make([]byte, 1024)
-	for {
-		n, err := list(path, buf)
-		if err == unix.ERANGE {
-			size, err := list(path, nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, size+1)
-			continue
-		}
+// Readlinkat returns the target of the symlink name in dirFD.
+func Readlinkat(dirFD int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dirFD, name, buf)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return "", err
 		}
-		return splitNul(buf[:n]), nil
+		if n < size {
+			return string(buf[:n]), nil
+		}
 	}
 }
 
