@@ -1,0 +1,69 @@
+package cow
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// WorkdirName is strata's directory inside the workdir the user gives. The
+// kernel's overlay keeps its own "work" and "index" beside it, so one
+// upper/workdir pair can be mounted by either.
+const WorkdirName = "strata"
+
+// Workdir is the scratch directory copies are built in.
+type Workdir struct {
+	path string
+	fd   int // O_PATH descriptor of path
+	seq  atomic.Uint64
+}
+
+// OpenWorkdir opens (creating it if needed) strata's directory under
+// parent, and removes whatever an interrupted copy-up left there.
+func OpenWorkdir(parent string) (*Workdir, error) {
+	p := filepath.Join(parent, WorkdirName)
+	if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("workdir %s: %w", parent, err)
+	}
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("workdir %s: %w", p, err)
+	}
+	w := &Workdir{path: p, fd: fd}
+	if err := w.clean(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return w, nil
+}
+
+// Close releases the descriptor.
+func (w *Workdir) Close() error { return unix.Close(w.fd) }
+
+// Path is the directory copies are built in.
+func (w *Workdir) Path() string { return w.path }
+
+// clean removes every leftover. Nothing in the workdir is ever visible or
+// referenced, so anything found at mount time is an interrupted copy.
+func (w *Workdir) clean() error {
+	entries, err := os.ReadDir(w.path)
+	if err != nil {
+		return fmt.Errorf("workdir %s: %w", w.path, err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(w.path, e.Name())); err != nil {
+			return fmt.Errorf("workdir %s: removing leftover: %w", w.path, err)
+		}
+	}
+	return nil
+}
+
+// tempName returns a name not used before in this workdir by this process.
+func (w *Workdir) tempName() string {
+	return "tmp." + strconv.Itoa(os.Getpid()) + "." + strconv.FormatUint(w.seq.Add(1), 10)
+}
