@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/strata-fs/strata/whiteout"
 )
 
 // Perm is a branch permission.
@@ -68,6 +70,9 @@ type Options struct {
 	ReadOnly bool
 	// Volatile skips fsync on copy-up (kernel overlay's "volatile").
 	Volatile bool
+	// Whiteout is the dialect the write path writes (--whiteout); the
+	// zero value is overlay.
+	Whiteout whiteout.Format
 	// Mount holds generic mount options handed on to the kernel
 	// (allow_other, default_permissions, ...), in order.
 	Mount []string

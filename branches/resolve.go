@@ -37,6 +37,8 @@ type Entry struct {
 	// merged copy, so that creating the directory in a higher branch (as a
 	// copy-up does) keeps its number.
 	Ino uint64
+	// storedIno is the number a copy-up recorded on an upper object.
+	storedIno uint64
 }
 
 // IsDir reports whether the entry is a directory.
@@ -215,8 +217,8 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 		if err == nil && isDir {
 			childMarkers, err = readMarkersAt(b.fd, rel)
 		}
-		unix.Close(dfd)
 		if err != nil {
+			unix.Close(dfd)
 			return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
 		}
 		o := Observation{Branch: b, Type: l.St.Mode & unix.S_IFMT, Marker: l.Hides}
@@ -236,6 +238,9 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 			o.Verdict = Serves
 			found = &Entry{Path: childPath, St: l.St}
 			found.Layers = []Layer{{Branch: b, Path: rel, Markers: childMarkers}}
+			if !isDir && b.Perm == RW {
+				found.storedIno = s.storedIno(dfd, name)
+			}
 			switch {
 			case !isDir:
 				stopped = &Cause{Branch: b, Type: l.St.Mode & unix.S_IFMT}
@@ -262,6 +267,7 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 				stopped = &Cause{Branch: b, Marker: l.Hides}
 			}
 		}
+		unix.Close(dfd)
 		if obs != nil {
 			*obs = append(*obs, o)
 		}
@@ -275,6 +281,9 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 
 // identity is the union inode number of e (see Entry.Ino).
 func (s *Stack) identity(e *Entry) uint64 {
+	if e.storedIno != 0 {
+		return e.storedIno
+	}
 	if !e.IsDir() || len(e.Layers) == 1 {
 		return s.inos.number(uint64(e.St.Dev), e.St.Ino)
 	}

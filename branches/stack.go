@@ -53,8 +53,10 @@ type Stack struct {
 	workdir  string
 	inos     *inoTable
 	root     *Entry
-	closeMu  sync.Mutex
-	closed   bool
+	// w is the write state; nil for a read-only stack.
+	w       *writeState
+	closeMu sync.Mutex
+	closed  bool
 }
 
 // Errors wrapped by BranchError, for errors.Is.
@@ -164,6 +166,11 @@ func Open(o *Options, mountpoint string) (*Stack, error) {
 	if s.root, err = s.resolveRoot(); err != nil {
 		return nil, err
 	}
+	if !o.ReadOnly {
+		if s.w, err = s.openWriteState(); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	return s, nil
 }
@@ -245,6 +252,9 @@ func (s *Stack) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.w != nil {
+		s.w.engine.Work.Close()
+	}
 	for _, b := range s.branches {
 		unix.Close(b.fd)
 	}

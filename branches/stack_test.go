@@ -418,14 +418,21 @@ func TestOpenAccepts(t *testing.T) {
 			base := t.TempDir()
 			mk(t, base, "a/sub/", "a/data=A", "b/", "u/", "w/", "mnt/", "linkA -> a")
 			opts, mnt := tc.build(t, base)
-			before := snapshot(t, base)
+			before := withoutWorkdir(snapshot(t, base))
 			s, err := branches.Open(opts, mnt)
 			if err != nil {
 				t.Fatalf("Open: %v", err)
 			}
 			defer s.Close()
-			if after := snapshot(t, base); after != before {
+			if after := withoutWorkdir(snapshot(t, base)); after != before {
 				t.Errorf("Open changed the branches:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+			// The workdir is the one place an accepted writable Open
+			// writes: its scratch directory, emptied of leftovers.
+			if s.Writable() {
+				if entries, err := os.ReadDir(filepath.Join(base, "w", "strata")); err != nil || len(entries) != 0 {
+					t.Errorf("workdir scratch dir: %v entries, err %v; want it empty", len(entries), err)
+				}
 			}
 			if len(s.Branches()) != len(opts.Branches) {
 				t.Fatalf("%d branches, want %d", len(s.Branches()), len(opts.Branches))
@@ -496,8 +503,9 @@ func TestStackAccessors(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := openFDs(t); got != fds-3 {
-		t.Errorf("Close released %d descriptors, want 3", fds-got)
+	// One per branch, and the workdir's of this writable stack.
+	if got := openFDs(t); got != fds-4 {
+		t.Errorf("Close released %d descriptors, want 4", fds-got)
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
@@ -579,4 +587,15 @@ func TestOpenThousandBranches(t *testing.T) {
 	if e := resolve(t, s, "d/own0500"); e.Top().Branch.Index != 500 {
 		t.Errorf("own0500 served by %d", e.Top().Branch.Index)
 	}
+}
+
+// withoutWorkdir drops the workdir ("w") from a snapshot of the test base.
+func withoutWorkdir(snap string) string {
+	var keep []string
+	for _, line := range strings.Split(snap, "\n") {
+		if !strings.HasPrefix(line, "w ") && !strings.HasPrefix(line, "w/") {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
 }

@@ -44,14 +44,20 @@ type Result struct {
 // name in the upper directory dstDir: a regular file, directory (its own
 // metadata only, never its entries), symlink, fifo, socket or device. The
 // destination name must not exist (EEXIST otherwise): copy-up never
-// replaces anything.
-func (e *Engine) Up(srcDir int, dstDir int, name string) (Result, error) {
+// replaces anything. extra xattrs (the union's bookkeeping, such as the
+// object's inode number) are set on the copy before it becomes visible.
+func (e *Engine) Up(srcDir int, dstDir int, name string, extra map[string][]byte) (Result, error) {
 	var st unix.Stat_t
 	if err := sys.Lstatat(srcDir, name, &st); err != nil {
 		return Result{}, fmt.Errorf("copy-up %s: %w", name, err)
 	}
-	tmp := e.Work.tempName()
+	tmp := e.Work.TempName()
 	res, err := e.build(srcDir, name, &st, tmp)
+	for attr, v := range extra {
+		if err == nil {
+			err = sys.Setxattr(e.Work.fd, tmp, attr, v, 0)
+		}
+	}
 	if err == nil && !e.Volatile {
 		err = e.syncTemp(tmp, &st)
 	}

@@ -102,7 +102,7 @@ func TestUpRegularFileEveryMethod(t *testing.T) {
 			must(t, unix.Setxattr(src, "user.keep", []byte("me"), 0))
 			must(t, unix.Setxattr(src, "trusted.overlay.origin", []byte("x"), 0))
 			must(t, unix.Setxattr(src, "user.overlay.redirect", []byte("x"), 0))
-			res, err := s.eng.Up(s.lowerFD, s.upperFD, "f")
+			res, err := s.eng.Up(s.lowerFD, s.upperFD, "f", nil)
 			must(t, err)
 			if !contains(tc.want, res.Method) {
 				t.Errorf("method %s, want one of %v", res.Method, tc.want)
@@ -149,7 +149,7 @@ func TestUpKeepsHoles(t *testing.T) {
 			must(t, err)
 			must(t, f.Truncate(size)) // a trailing hole
 			must(t, f.Close())
-			_, err = s.eng.Up(s.lowerFD, s.upperFD, "sparse")
+			_, err = s.eng.Up(s.lowerFD, s.upperFD, "sparse", nil)
 			must(t, err)
 			dst := filepath.Join(s.upper, "sparse")
 			st := lstat(t, dst)
@@ -178,12 +178,15 @@ func TestUpOtherTypes(t *testing.T) {
 	must(t, unix.Mknod(filepath.Join(s.lower, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
 	must(t, unix.Lchown(filepath.Join(s.lower, "link"), 42, 43))
 	for _, name := range []string{"dir", "link", "fifo", "null"} {
-		res, err := s.eng.Up(s.lowerFD, s.upperFD, name)
+		res, err := s.eng.Up(s.lowerFD, s.upperFD, name, map[string][]byte{"trusted.strata.test": []byte(name)})
 		must(t, err)
 		if res.Method != NoData {
 			t.Errorf("%s: method %s, want %s", name, res.Method, NoData)
 		}
 		sameMeta(t, filepath.Join(s.lower, name), filepath.Join(s.upper, name))
+		if v, err := sys.Getxattr(s.upperFD, name, "trusted.strata.test"); err != nil || string(v) != name {
+			t.Errorf("%s: extra xattr = %q, %v; want %q", name, v, err, name)
+		}
 	}
 	if target, err := os.Readlink(filepath.Join(s.upper, "link")); err != nil || target != "some/target" {
 		t.Errorf("link target %q, %v", target, err)
@@ -198,7 +201,7 @@ func TestUpNeverReplaces(t *testing.T) {
 	s := newSetup(t)
 	must(t, os.WriteFile(filepath.Join(s.lower, "f"), []byte("lower"), 0o644))
 	must(t, os.WriteFile(filepath.Join(s.upper, "f"), []byte("upper"), 0o644))
-	if _, err := s.eng.Up(s.lowerFD, s.upperFD, "f"); !errors.Is(err, unix.EEXIST) {
+	if _, err := s.eng.Up(s.lowerFD, s.upperFD, "f", nil); !errors.Is(err, unix.EEXIST) {
 		t.Errorf("copy-up over an existing name: err %v, want EEXIST", err)
 	}
 	if got, _ := os.ReadFile(filepath.Join(s.upper, "f")); string(got) != "upper" {
@@ -209,7 +212,7 @@ func TestUpNeverReplaces(t *testing.T) {
 
 func TestUpMissingSource(t *testing.T) {
 	s := newSetup(t)
-	if _, err := s.eng.Up(s.lowerFD, s.upperFD, "nope"); !errors.Is(err, unix.ENOENT) {
+	if _, err := s.eng.Up(s.lowerFD, s.upperFD, "nope", nil); !errors.Is(err, unix.ENOENT) {
 		t.Errorf("err %v, want ENOENT", err)
 	}
 	assertWorkdirEmpty(t, s.eng.Work)

@@ -63,7 +63,10 @@ func (w *Workdir) clean() error {
 	return nil
 }
 
-// tempName returns a name not used before in this workdir by this process.
-func (w *Workdir) tempName() string {
+// FD is an O_PATH descriptor of the workdir, for building objects in it.
+func (w *Workdir) FD() int { return w.fd }
+
+// TempName returns a name not used before in this workdir by this process.
+func (w *Workdir) TempName() string {
 	return "tmp." + strconv.Itoa(os.Getpid()) + "." + strconv.FormatUint(w.seq.Add(1), 10)
 }

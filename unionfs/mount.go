@@ -42,7 +42,10 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 			Name:     "strata",
 			Debug:    cfg.Debug,
 			MaxWrite: 1 << 20,
-			Logger:   cfg.Logger,
+			// POSIX locks go to the backing file (go-fuse's loopback file
+			// takes them there), so they hold between opens of one file.
+			EnableLocks: true,
+			Logger:      cfg.Logger,
 		},
 	}
 	mo := &opts.MountOptions
@@ -56,15 +59,14 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 		mo.DirectMount = true
 		flags &^= unix.MS_NOSUID
 	}
-	// This version serves reads only (the write path comes next): the
-	// mount is read-only whatever the options say, so writers get EROFS
-	// from the kernel rather than a half-working union.
-	flags |= unix.MS_RDONLY
-	if !mo.DirectMount {
-		mo.Options = append(mo.Options, "ro")
+	if !stack.Writable() {
+		flags |= unix.MS_RDONLY
+		if !mo.DirectMount {
+			mo.Options = append(mo.Options, "ro")
+		}
 	}
 	mo.DirectMountFlags = flags
-	node := &Node{stack: stack, entry: root}
+	node := (&union{stack: stack}).newNode(root)
 	server, err := fs.Mount(mountpoint, node, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)

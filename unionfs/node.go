@@ -2,6 +2,8 @@ package unionfs
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -11,33 +13,93 @@ import (
 	"github.com/strata-fs/strata/branches"
 )
 
+// union is what every node of one mount shares.
+type union struct {
+	stack *branches.Stack
+	// gen counts changes to the union's namespace (copy-ups, creations,
+	// removals, renames). A node whose entry is older re-resolves it, since
+	// a change can give a directory a new upper copy or move a node.
+	gen atomic.Uint64
+}
+
+func (u *union) changed() { u.gen.Add(1) }
+
 // Node is one union object as the kernel sees it. It holds the resolved
 // entry; everything it answers comes from the stack.
 type Node struct {
 	fs.Inode
-	stack *branches.Stack
+	u *union
+
+	mu    sync.Mutex
 	entry *branches.Entry
+	gen   uint64
 }
 
-// Lookup resolves name in the directory n (SEMANTICS.md, Lookup).
-func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	child, err := n.stack.Lookup(n.entry, name)
-	if err != nil {
-		return nil, toErrno(err)
+func (u *union) newNode(e *branches.Entry) *Node {
+	return &Node{u: u, entry: e, gen: u.gen.Load()}
+}
+
+// current returns the node's entry, resolved again by the node's present
+// path when the union has changed since it was resolved. The path may name
+// another object by now (renamed over, unlinked and re-created): a node
+// never changes identity, so it keeps its last entry unless the path still
+// leads to the same inode number.
+func (n *Node) current() *branches.Entry {
+	gen := n.u.gen.Load()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.gen == gen {
+		return n.entry
 	}
-	st, err := n.stack.Attr(child)
+	p := n.Path(nil)
+	if p == "" {
+		p = "."
+	}
+	if e, err := n.u.stack.Resolve(p); err == nil && e.Ino == n.StableAttr().Ino {
+		n.entry = e
+	}
+	n.gen = gen
+	return n.entry
+}
+
+// set records the entry an operation just produced.
+func (n *Node) set(e *branches.Entry) {
+	n.mu.Lock()
+	n.entry, n.gen = e, n.u.gen.Load()
+	n.mu.Unlock()
+}
+
+// child makes (or finds) the inode for a resolved entry and fills out.
+func (n *Node) child(ctx context.Context, e *branches.Entry, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	st, err := n.u.stack.Attr(e)
 	if err != nil {
 		return nil, toErrno(err)
 	}
 	out.Attr.FromStat(toSyscallStat(&st))
-	node := &Node{stack: n.stack, entry: child}
-	return n.NewInode(ctx, node, fs.StableAttr{Mode: child.St.Mode & unix.S_IFMT, Ino: child.Ino}), 0
+	return n.NewInode(ctx, n.u.newNode(e), fs.StableAttr{Mode: e.St.Mode & unix.S_IFMT, Ino: e.Ino}), 0
+}
+
+// Lookup resolves name in the directory n (SEMANTICS.md, Lookup).
+func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	child, err := n.u.stack.Lookup(n.current(), name)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.child(ctx, child, out)
 }
 
 // Getattr reports the serving copy's attributes with the union's inode
-// number and link count.
+// number and link count. An open file answers from its descriptor, which
+// stays right after the name is gone.
 func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	st, err := n.stack.Attr(n.entry)
+	if fg, ok := f.(fs.FileGetattrer); ok {
+		return fg.Getattr(ctx, out)
+	}
+	e, err := n.u.stack.Restat(n.current())
+	if err != nil {
+		return toErrno(err)
+	}
+	st, err := n.u.stack.Attr(e)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -47,7 +109,7 @@ func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 
 // Readlink returns a symlink's target from its serving copy.
 func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	target, err := n.stack.Readlink(n.entry)
+	target, err := n.u.stack.Readlink(n.current())
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -57,7 +119,7 @@ func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 // Statfs reports the top branch's filesystem.
 func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	var st unix.Statfs_t
-	if err := n.stack.Statfs(&st); err != nil {
+	if err := n.u.stack.Statfs(&st); err != nil {
 		return toErrno(err)
 	}
 	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
@@ -73,7 +135,7 @@ func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 // kernel does this itself on default_permissions mounts (strata's default);
 // this answers access(2) on mounts without it.
 func (n *Node) Access(ctx context.Context, mask uint32) syscall.Errno {
-	st, err := n.stack.Attr(n.entry)
+	st, err := n.u.stack.Attr(n.current())
 	if err != nil {
 		return toErrno(err)
 	}
@@ -81,7 +143,7 @@ func (n *Node) Access(ctx context.Context, mask uint32) syscall.Errno {
 	if !ok {
 		return 0
 	}
-	if mask&unix.W_OK != 0 && n.stack.Options().ReadOnly {
+	if mask&unix.W_OK != 0 && !n.u.stack.Writable() {
 		return syscall.EROFS
 	}
 	if !permitted(st.Mode, st.Uid, st.Gid, caller.Uid, caller.Gid, mask) {

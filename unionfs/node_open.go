@@ -5,22 +5,61 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/branches"
 )
 
-// Open opens the serving copy read-only. Opening a lower file for reading
-// never copies it up; opening for writing fails with EROFS on this
-// read-only union.
+// openFlagsKept are the open(2) flags that change how an existing copy is
+// opened; creation flags are the union's business.
+const openFlagsKept = unix.O_ACCMODE | unix.O_APPEND | unix.O_TRUNC | unix.O_DIRECT |
+	unix.O_NOATIME | unix.O_NONBLOCK | unix.O_SYNC | unix.O_DSYNC
+
+// Open opens the serving copy. Opening for reading never copies a lower
+// file up; opening for writing, or with O_TRUNC, does (SEMANTICS.md,
+// Copy-up).
 func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	if flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
-		return nil, 0, syscall.EROFS
+	keep := int(flags) & openFlagsKept
+	e := n.current()
+	if keep&unix.O_ACCMODE == unix.O_RDONLY && keep&unix.O_TRUNC == 0 {
+		fd, err := n.u.stack.OpenLayer(e.Top(), keep)
+		if err != nil {
+			return nil, 0, toErrno(err)
+		}
+		return fs.NewLoopbackFile(fd), 0, 0
 	}
-	// Keep only flags that change how reads behave; creation flags are
-	// meaningless on an existing copy.
-	keep := int(flags) & (unix.O_DIRECT | unix.O_NOATIME | unix.O_NONBLOCK)
-	fd, err := n.stack.OpenLayer(n.entry.Top(), unix.O_RDONLY|keep)
+	up, fd, err := n.u.stack.OpenWrite(e, keep)
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
+	n.set(up)
+	n.u.changed()
 	return fs.NewLoopbackFile(fd), 0, 0
+}
+
+// Create makes and opens a new regular file.
+func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	obj := newObject(ctx, unix.S_IFREG|mode&0o7777)
+	obj.OpenFlags = int(flags) & openFlagsKept
+	e, fd, err := n.u.stack.Create(n.current(), name, obj)
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	n.u.changed()
+	child, errno := n.child(ctx, e, out)
+	if errno != 0 {
+		unix.Close(fd)
+		return nil, nil, 0, errno
+	}
+	return child, fs.NewLoopbackFile(fd), 0, 0
+}
+
+// newObject describes an object made by the caller of ctx.
+func newObject(ctx context.Context, mode uint32) branches.NewObject {
+	obj := branches.NewObject{Mode: mode}
+	if caller, ok := fuse.FromContext(ctx); ok {
+		obj.Uid, obj.Gid = caller.Uid, caller.Gid
+	}
+	return obj
 }

@@ -9,7 +9,7 @@ import (
 // Getxattr reads an attribute of the serving copy; the union's own
 // attributes are hidden (ENODATA).
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	v, err := n.stack.Getxattr(n.entry, attr)
+	v, err := n.u.stack.Getxattr(n.current(), attr)
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -22,7 +22,7 @@ func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 // Listxattr lists the attributes of the serving copy, the union's own
 // omitted.
 func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	names, err := n.stack.Listxattr(n.entry)
+	names, err := n.u.stack.Listxattr(n.current())
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -35,4 +35,27 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		return uint32(b.Len()), syscall.ERANGE
 	}
 	return uint32(copy(dest, b.String())), 0
+}
+
+// Setxattr sets an attribute, copying the object up first; the union's
+// own attributes are refused (EOPNOTSUPP, as kernel overlay does).
+func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	e, err := n.u.stack.Setxattr(n.current(), attr, data, int(flags))
+	if err != nil {
+		return toErrno(err)
+	}
+	n.set(e)
+	n.u.changed()
+	return 0
+}
+
+// Removexattr removes an attribute, copying the object up first.
+func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	e, err := n.u.stack.Removexattr(n.current(), attr)
+	if err != nil {
+		return toErrno(err)
+	}
+	n.set(e)
+	n.u.changed()
+	return 0
 }

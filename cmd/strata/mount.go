@@ -52,13 +52,15 @@ func cmdMount(args []string) error {
 		return usageError("mount needs exactly one MOUNTPOINT (got %d arguments); see 'strata mount --help'", fl.NArg())
 	}
 	mountpoint := fl.Arg(0)
-	if _, err := whiteout.ParseFormat(f.whiteout); err != nil {
+	format, err := whiteout.ParseFormat(f.whiteout)
+	if err != nil {
 		return usageError("--whiteout: %v", err)
 	}
 	opts, err := branches.ParseOptions(f.options)
 	if err != nil {
 		return err
 	}
+	opts.Whiteout = format
 	if f.readOnly {
 		opts.ReadOnly = true
 	}

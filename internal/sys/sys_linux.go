@@ -243,3 +243,12 @@ func parseDirents(b []byte, out []DirEntry) []DirEntry {
 func IsNotDir(err error) bool {
 	return errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.ELOOP)
 }
+
+// Removexattr removes attr from name inside dirFD (or from dirFD itself
+// when name is empty) without following a final symlink.
+func Removexattr(dirFD int, name, attr string) error {
+	if name == "" {
+		return unix.Removexattr(ProcPath(dirFD, ""), attr)
+	}
+	return unix.Lremovexattr(ProcPath(dirFD, name), attr)
+}

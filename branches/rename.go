@@ -1,0 +1,228 @@
+package branches
+
+import (
+	"errors"
+	"fmt"
+	"path"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// Rename flags, as renameat2(2).
+const (
+	RenameNoReplace = unix.RENAME_NOREPLACE
+	RenameExchange  = unix.RENAME_EXCHANGE
+)
+
+// ErrDirHasLowerContent: renaming a directory whose entries come (partly)
+// from lower branches is not done yet; the caller gets EXDEV, as from
+// kernel overlay without redirect_dir, and tools like mv fall back to copy
+// and delete.
+var ErrDirHasLowerContent = fmt.Errorf("directory has lower content: %w", unix.EXDEV)
+
+// Rename moves oldName in oldDir to newName in newDir (SEMANTICS.md,
+// Removal and rename): the source is copied up and renamed within the
+// upper; a whiteout is left where a lower copy of the source would show
+// through; a directory that lands where a lower copy exists is made
+// opaque. flags may be RenameNoReplace or RenameExchange.
+func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName string, flags uint32) error {
+	if err := s.checkWritable(); err != nil {
+		return err
+	}
+	if err := checkNewName(newName); err != nil {
+		return err
+	}
+	src, err := s.Lookup(oldDir, oldName)
+	if err != nil {
+		return err
+	}
+	dst, err := s.Lookup(newDir, newName)
+	exists := err == nil
+	if err != nil && !errors.Is(err, ErrNotExist) {
+		return err
+	}
+	full := path.Join(newDir.Path, newName)
+	switch {
+	case flags&RenameNoReplace != 0 && exists:
+		return fmt.Errorf("%s: %w", full, unix.EEXIST)
+	case flags&RenameExchange != 0 && !exists:
+		return fmt.Errorf("%s: %w", full, unix.ENOENT)
+	case exists && src.Ino == dst.Ino:
+		return nil // two names of one object: rename(2) does nothing
+	}
+	if err := s.checkMovable(src); err != nil {
+		return err
+	}
+	if exists && flags&RenameExchange == 0 {
+		switch {
+		case src.IsDir() && !dst.IsDir():
+			return fmt.Errorf("%s: %w", full, unix.ENOTDIR)
+		case !src.IsDir() && dst.IsDir():
+			return fmt.Errorf("%s: %w", full, unix.EISDIR)
+		case dst.IsDir():
+			names, err := s.Names(dst)
+			if err != nil {
+				return err
+			}
+			if len(names) > 0 {
+				return fmt.Errorf("%s: %w", full, unix.ENOTEMPTY)
+			}
+		}
+	}
+	if flags&RenameExchange != 0 {
+		if err := s.checkMovable(dst); err != nil {
+			return err
+		}
+		return s.exchange(src, dst)
+	}
+
+	if _, err := s.CopyUp(src); err != nil {
+		return err
+	}
+	newUp, err := s.CopyUp(newDir)
+	if err != nil {
+		return err
+	}
+	oldUp, err := s.Resolve(oldDir.Path) // the copy-ups above may have made it
+	if err != nil {
+		return err
+	}
+	leaveWhiteout, err := s.lowerShows(oldUp, oldName)
+	if err != nil {
+		return err
+	}
+	lowerAtNew, err := s.lowerShows(newUp, newName)
+	if err != nil {
+		return err
+	}
+	return s.withUpperDir(oldUp, func(oldFD int) error {
+		return s.withUpperDir(newUp, func(newFD int) error {
+			if src.IsDir() && lowerAtNew {
+				if err := s.makeOpaque(oldFD, oldName); err != nil {
+					return err
+				}
+			}
+			if exists && dst.IsDir() && dst.Top().Branch == s.w.upper {
+				// rename(2) replaces only an empty directory: the upper
+				// copy of an empty merged directory may hold markers.
+				if err := s.discard(newFD, newName, true); err != nil {
+					return err
+				}
+			}
+			return s.moveInUpper(oldUp, oldFD, oldName, newUp, newFD, newName, src.IsDir(), leaveWhiteout)
+		})
+	})
+}
+
+// checkMovable refuses to rename a directory with lower content.
+func (s *Stack) checkMovable(e *Entry) error {
+	if e.IsDir() && (len(e.Layers) > 1 || e.Top().Branch != s.w.upper) {
+		return fmt.Errorf("%s: %w", e.Path, ErrDirHasLowerContent)
+	}
+	return nil
+}
+
+// moveInUpper renames within the upper branch, replacing a whiteout at
+// the new name and leaving one at the old name when asked.
+func (s *Stack) moveInUpper(oldUp *Entry, oldFD int, oldName string, newUp *Entry, newFD int, newName string, isDir, leaveWhiteout bool) error {
+	l, err := whiteout.LookupName(newFD, newName, newUp.Top().Markers)
+	if err != nil {
+		return err
+	}
+	aufs := s.whiteoutWriter().Format == whiteout.Aufs
+	if leaveWhiteout && aufs {
+		// .wh.old beside old hides the lower copies; old itself still
+		// shows until the rename.
+		if _, err := s.writeWhiteout(oldFD, oldName); err != nil {
+			return err
+		}
+	}
+	switch {
+	case l.Hides == whiteout.OverlayChar || l.Hides == whiteout.OverlayXattr:
+		if !l.Present && isDir {
+			// A directory cannot replace the whiteout: swap them; the
+			// whiteout lands at the old name, which is what that name
+			// needs when a lower copy shows there.
+			if err := unix.Renameat2(oldFD, oldName, newFD, newName, unix.RENAME_EXCHANGE); err != nil {
+				return err
+			}
+			if !leaveWhiteout || aufs {
+				return unix.Unlinkat(oldFD, oldName, 0)
+			}
+			return nil
+		}
+		err = s.renameLeaving(oldFD, oldName, newFD, newName, leaveWhiteout && !aufs)
+	default:
+		err = s.renameLeaving(oldFD, oldName, newFD, newName, leaveWhiteout && !aufs)
+		if err == nil && l.Hides == whiteout.AufsFile {
+			// The moved object hides the lower copies by itself (a
+			// non-directory, or a directory made opaque above).
+			err = unix.Unlinkat(newFD, whiteout.AufsName(newName), 0)
+		}
+	}
+	return err
+}
+
+// renameLeaving renames, leaving an overlay whiteout at the old name in
+// the same step when asked (RENAME_WHITEOUT), or right after where the
+// kernel refuses that flag.
+func (s *Stack) renameLeaving(oldFD int, oldName string, newFD int, newName string, whiteoutOld bool) error {
+	if !whiteoutOld {
+		return unix.Renameat(oldFD, oldName, newFD, newName)
+	}
+	err := unix.Renameat2(oldFD, oldName, newFD, newName, unix.RENAME_WHITEOUT)
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	if err := unix.Renameat(oldFD, oldName, newFD, newName); err != nil {
+		return err
+	}
+	_, err = s.writeWhiteout(oldFD, oldName)
+	return err
+}
+
+// exchange swaps two names, both copied up; each keeps showing, so no
+// whiteout is needed, but a directory that lands where a lower copy shows
+// is made opaque.
+func (s *Stack) exchange(a, b *Entry) error {
+	if _, err := s.CopyUp(a); err != nil {
+		return err
+	}
+	if _, err := s.CopyUp(b); err != nil {
+		return err
+	}
+	aDir, err := s.Resolve(path.Dir(a.Path))
+	if err != nil {
+		return err
+	}
+	bDir, err := s.Resolve(path.Dir(b.Path))
+	if err != nil {
+		return err
+	}
+	aName, bName := a.Name(), b.Name()
+	lowerAtB, err := s.lowerShows(bDir, bName)
+	if err != nil {
+		return err
+	}
+	lowerAtA, err := s.lowerShows(aDir, aName)
+	if err != nil {
+		return err
+	}
+	return s.withUpperDir(aDir, func(aFD int) error {
+		return s.withUpperDir(bDir, func(bFD int) error {
+			if a.IsDir() && lowerAtB {
+				if err := s.makeOpaque(aFD, aName); err != nil {
+					return err
+				}
+			}
+			if b.IsDir() && lowerAtA {
+				if err := s.makeOpaque(bFD, bName); err != nil {
+					return err
+				}
+			}
+			return unix.Renameat2(aFD, aName, bFD, bName, unix.RENAME_EXCHANGE)
+		})
+	})
+}

@@ -1,0 +1,484 @@
+package branches
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// The write path (SEMANTICS.md: Copy-up, Removal and rename). Every change
+// happens in the upper branch (the topmost rw one); lower branches are
+// never written. Objects are built under a temp name in the workdir and
+// renamed into place, so each change appears whole or not at all.
+
+// ErrReadOnly is returned by every write on a read-only stack.
+var ErrReadOnly = fmt.Errorf("read-only union: %w", unix.EROFS)
+
+// aufsWorkdir is where a br= stack without workdir= keeps its scratch
+// space: inside the rw branch, under a name every aufs-aware reader hides.
+const aufsWorkdir = whiteout.AufsMetaPrefix + "strata"
+
+type writeState struct {
+	upper  *Branch
+	engine *cow.Engine
+	// ns is the xattr namespace of the union's own attributes: "trusted."
+	// as root, "user." otherwise.
+	ns string
+
+	mu     sync.Mutex
+	format whiteout.Format // may fall back from overlay to aufs once
+}
+
+func (s *Stack) openWriteState() (*writeState, error) {
+	upper := s.Upper()
+	if upper == nil {
+		return nil, nil
+	}
+	workParent := s.workdir
+	if workParent == "" {
+		// Only the aufs syntax gets here: overlay syntax requires workdir=.
+		workParent = filepath.Join(upper.Path, aufsWorkdir)
+		if err := os.Mkdir(workParent, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, &BranchError{Role: string(upper.Role), Path: upper.Given, Err: ErrWorkdir, Detail: err.Error()}
+		}
+	}
+	work, err := cow.OpenWorkdir(workParent)
+	if err != nil {
+		return nil, &BranchError{Role: "workdir", Path: workParent, Err: ErrWorkdir, Detail: err.Error()}
+	}
+	ns := "user."
+	if os.Geteuid() == 0 {
+		ns = "trusted."
+	}
+	return &writeState{
+		upper:  upper,
+		engine: &cow.Engine{Work: work, Volatile: s.opts.Volatile},
+		ns:     ns,
+		format: s.opts.Whiteout,
+	}, nil
+}
+
+// Writable reports whether the stack takes writes.
+func (s *Stack) Writable() bool { return s.w != nil }
+
+func (s *Stack) inoXattr() string { return s.w.ns + "strata.ino" }
+
+// storedIno reads the inode number a copy-up recorded on an upper object.
+func (s *Stack) storedIno(dirFD int, name string) uint64 {
+	if s.w == nil {
+		return 0
+	}
+	v, err := sys.Getxattr(dirFD, name, s.inoXattr())
+	if err != nil || len(v) != 8 {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(v)
+}
+
+func encodeIno(ino uint64) []byte { return binary.LittleEndian.AppendUint64(nil, ino) }
+
+// whiteoutWriter is the writer of the current format.
+func (s *Stack) whiteoutWriter() whiteout.Writer {
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	return whiteout.Writer{Format: s.w.format, XattrNamespace: s.w.ns}
+}
+
+// writeWhiteout makes a whiteout for name in the upper directory dirFD and
+// says which format it wrote. When overlay whiteouts are refused (mknod
+// EPERM, as for unprivileged users on older kernels), it switches the mount
+// to aufs whiteouts and says so once.
+func (s *Stack) writeWhiteout(dirFD int, name string) (whiteout.Format, error) {
+	w := s.whiteoutWriter()
+	err := w.Whiteout(dirFD, name)
+	if !errors.Is(err, whiteout.ErrWhiteoutDenied) {
+		return w.Format, err
+	}
+	s.w.mu.Lock()
+	if s.w.format == whiteout.Overlay {
+		s.w.format = whiteout.Aufs
+		log.Printf("strata: overlay whiteouts are not permitted here (%v); writing aufs whiteouts (.wh.<name>) from now on", err)
+	}
+	s.w.mu.Unlock()
+	w = s.whiteoutWriter()
+	return w.Format, w.Whiteout(dirFD, name)
+}
+
+func (s *Stack) checkWritable() error {
+	if s.w == nil || s.opts.ReadOnly {
+		return ErrReadOnly
+	}
+	return nil
+}
+
+// checkNewName refuses names the union reserves for markers.
+func checkNewName(name string) error {
+	if whiteout.IsReserved(name) {
+		return fmt.Errorf("%s: names starting %q are reserved for whiteouts: %w", name, whiteout.AufsPrefix, unix.EINVAL)
+	}
+	return nil
+}
+
+// CopyUp makes sure the object at e.Path has a copy in the upper branch,
+// copying its parent directories first (each with its own metadata), and
+// returns the entry as it is now. An upper object is returned as it is. A
+// copied non-directory keeps its inode number (recorded in the
+// <ns>strata.ino xattr); a directory keeps it by construction (see ino.go).
+func (s *Stack) CopyUp(e *Entry) (*Entry, error) {
+	if err := s.checkWritable(); err != nil {
+		return nil, err
+	}
+	if e.Top().Branch == s.w.upper {
+		return e, nil
+	}
+	parent, err := s.Resolve(path.Dir(e.Path))
+	if err != nil {
+		return nil, err
+	}
+	if parent, err = s.CopyUp(parent); err != nil {
+		return nil, err
+	}
+	var extra map[string][]byte
+	if !e.IsDir() {
+		extra = map[string][]byte{s.inoXattr(): encodeIno(e.Ino)}
+	}
+	name := e.Name()
+	err = withParent(e.Top(), func(srcDir int, srcName string) error {
+		return s.withUpperDir(parent, func(dstDir int) error {
+			if srcName != name {
+				return fmt.Errorf("copy-up %s: source name %s differs", e.Path, srcName)
+			}
+			_, err := s.w.engine.Up(srcDir, dstDir, name, extra)
+			if errors.Is(err, unix.EEXIST) {
+				return nil // a concurrent copy-up won the race
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.Lookup(parent, name)
+}
+
+// withUpperDir runs fn with an O_PATH descriptor of dir's upper copy, which
+// must exist (CopyUp first).
+func (s *Stack) withUpperDir(dir *Entry, fn func(dirFD int) error) error {
+	top := dir.Top()
+	if top.Branch != s.w.upper {
+		return fmt.Errorf("%s has no upper copy", dir.Path)
+	}
+	fd, err := sys.OpenDirBeneath(s.w.upper.fd, top.Path)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return fn(fd)
+}
+
+// lowerShows reports whether a branch below the upper shows name in dir
+// (dir already copied up): that is when a removal must leave a whiteout,
+// and when a new directory must be opaque.
+func (s *Stack) lowerShows(dirUp *Entry, name string) (bool, error) {
+	if len(dirUp.Layers) < 2 {
+		return false, nil
+	}
+	below := &Entry{Path: dirUp.Path, Layers: dirUp.Layers[1:], St: dirUp.St}
+	_, err := s.lookup(below, name, nil)
+	if errors.Is(err, ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// NewObject describes an object to create.
+type NewObject struct {
+	// Mode holds the type (S_IFREG, S_IFDIR, S_IFLNK, S_IFIFO, S_IFSOCK,
+	// S_IFCHR, S_IFBLK) and the permission bits.
+	Mode uint32
+	Rdev uint64 // devices
+	// Target is a symlink's target.
+	Target string
+	// Uid and Gid own the new object (the caller, not the daemon).
+	Uid, Gid uint32
+	// OpenFlags, for a regular file, opens it: the descriptor is returned.
+	OpenFlags int
+}
+
+// Create makes name in dir (SEMANTICS.md: a directory made where a lower
+// one was whited out is opaque). It fails with EEXIST when the union shows
+// the name, EINVAL for a reserved name. For a regular file it returns an
+// open descriptor (OpenFlags), else -1.
+func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, error) {
+	if err := s.checkWritable(); err != nil {
+		return nil, -1, err
+	}
+	if err := checkNewName(name); err != nil {
+		return nil, -1, err
+	}
+	if _, err := s.Lookup(dir, name); err == nil {
+		return nil, -1, fmt.Errorf("%s: %w", path.Join(dir.Path, name), unix.EEXIST)
+	} else if !errors.Is(err, ErrNotExist) {
+		return nil, -1, err
+	}
+	dirUp, err := s.CopyUp(dir)
+	if err != nil {
+		return nil, -1, err
+	}
+	if dirUp.St.Mode&unix.S_ISGID != 0 {
+		// BSD group semantics of a setgid directory, as every Linux
+		// filesystem does: the group is inherited, and so is the bit.
+		obj.Gid = dirUp.St.Gid
+		if obj.Mode&unix.S_IFMT == unix.S_IFDIR {
+			obj.Mode |= unix.S_ISGID
+		}
+	}
+	fd := -1
+	err = s.withUpperDir(dirUp, func(dirFD int) error {
+		tmp, f, err := s.buildNew(obj)
+		if err != nil {
+			return err
+		}
+		fd = f
+		err = s.place(dirUp, dirFD, name, tmp, obj.Mode&unix.S_IFMT == unix.S_IFDIR)
+		if err != nil && fd >= 0 {
+			unix.Close(fd)
+			fd = -1
+		}
+		return err
+	})
+	if err != nil {
+		return nil, -1, fmt.Errorf("%s: %w", path.Join(dir.Path, name), err)
+	}
+	e, err := s.Lookup(dirUp, name)
+	if err != nil && fd >= 0 {
+		unix.Close(fd)
+		fd = -1
+	}
+	return e, fd, err
+}
+
+// buildNew makes the object under a temp name in the workdir, owned by
+// its creator.
+func (s *Stack) buildNew(obj NewObject) (tmp string, fd int, err error) {
+	work := s.w.engine.Work.FD()
+	tmp = s.w.engine.Work.TempName()
+	fd = -1
+	perm := obj.Mode & 0o7777
+	switch obj.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		flags := obj.OpenFlags&(unix.O_ACCMODE|unix.O_APPEND|unix.O_DIRECT|unix.O_SYNC|unix.O_DSYNC) | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC
+		fd, err = unix.Openat(work, tmp, flags, 0o600)
+	case unix.S_IFDIR:
+		err = unix.Mkdirat(work, tmp, 0o700)
+	case unix.S_IFLNK:
+		err = unix.Symlinkat(obj.Target, work, tmp)
+	default:
+		err = unix.Mknodat(work, tmp, obj.Mode&unix.S_IFMT|0o600, int(obj.Rdev))
+	}
+	if err != nil {
+		return "", -1, err
+	}
+	fail := func(err error) (string, int, error) {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		removeAll(work, tmp)
+		return "", -1, err
+	}
+	if err := unix.Fchownat(work, tmp, int(obj.Uid), int(obj.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.EPERM) {
+		return fail(err)
+	}
+	if obj.Mode&unix.S_IFMT != unix.S_IFLNK {
+		// After chown, which clears setgid/setuid bits.
+		if err := unix.Fchmodat(work, tmp, perm, 0); err != nil {
+			return fail(err)
+		}
+	}
+	return tmp, fd, nil
+}
+
+// place moves the temp object tmp into the upper directory dirFD as name,
+// replacing a whiteout there. A directory placed over a whiteout is made
+// opaque first, so the lower copies it replaces stay hidden.
+func (s *Stack) place(dirUp *Entry, dirFD int, name, tmp string, isDir bool) error {
+	work := s.w.engine.Work.FD()
+	l, err := whiteout.LookupName(dirFD, name, dirUp.Top().Markers)
+	if err != nil {
+		return err
+	}
+	if l.Present {
+		removeAll(work, tmp)
+		return unix.EEXIST
+	}
+	if isDir && l.Hides != whiteout.NoMarker {
+		if err := s.makeOpaque(work, tmp); err != nil {
+			removeAll(work, tmp)
+			return err
+		}
+	}
+	switch l.Hides {
+	case whiteout.OverlayChar, whiteout.OverlayXattr:
+		if isDir {
+			// A directory cannot replace a non-directory: swap them, then
+			// drop the whiteout, now in the workdir.
+			if err := unix.Renameat2(work, tmp, dirFD, name, unix.RENAME_EXCHANGE); err != nil {
+				removeAll(work, tmp)
+				return err
+			}
+			return unix.Unlinkat(work, tmp, 0)
+		}
+		err = unix.Renameat(work, tmp, dirFD, name)
+	case whiteout.AufsFile:
+		if err = unix.Renameat2(work, tmp, dirFD, name, unix.RENAME_NOREPLACE); err == nil {
+			// The object hides the lower copies by itself now (an opaque
+			// directory, or a non-directory).
+			err = unix.Unlinkat(dirFD, whiteout.AufsName(name), 0)
+		}
+	default:
+		err = unix.Renameat2(work, tmp, dirFD, name, unix.RENAME_NOREPLACE)
+	}
+	if err != nil {
+		removeAll(work, tmp)
+	}
+	return err
+}
+
+func (s *Stack) makeOpaque(parentFD int, name string) error {
+	fd, err := unix.Openat(parentFD, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return s.whiteoutWriter().MakeOpaque(fd)
+}
+
+// Remove unlinks a non-directory (dir false) or removes an empty directory
+// (dir true) from the union: the upper copy goes, and when a lower branch
+// still shows the name, a whiteout takes its place. rmdir of a directory
+// with any visible entry fails with ENOTEMPTY.
+func (s *Stack) Remove(dir *Entry, name string, isDir bool) error {
+	if err := s.checkWritable(); err != nil {
+		return err
+	}
+	e, err := s.Lookup(dir, name)
+	if err != nil {
+		return err
+	}
+	full := path.Join(dir.Path, name)
+	switch {
+	case isDir && !e.IsDir():
+		return fmt.Errorf("%s: %w", full, unix.ENOTDIR)
+	case !isDir && e.IsDir():
+		return fmt.Errorf("%s: %w", full, unix.EISDIR)
+	case isDir:
+		names, err := s.Names(e)
+		if err != nil {
+			return err
+		}
+		if len(names) > 0 {
+			return fmt.Errorf("%s: %w", full, unix.ENOTEMPTY)
+		}
+	}
+	dirUp, err := s.CopyUp(dir)
+	if err != nil {
+		return err
+	}
+	needWhiteout, err := s.lowerShows(dirUp, name)
+	if err != nil {
+		return err
+	}
+	inUpper := e.Top().Branch == s.w.upper
+	return s.withUpperDir(dirUp, func(dirFD int) error {
+		switch {
+		case !inUpper:
+			_, err := s.writeWhiteout(dirFD, name)
+			return err
+		case !needWhiteout:
+			return s.discard(dirFD, name, isDir)
+		}
+		return s.replaceWithWhiteout(dirFD, name, isDir)
+	})
+}
+
+// discard removes an upper object that nothing below shows: moved into the
+// workdir first (atomic), then deleted there with its markers.
+func (s *Stack) discard(dirFD int, name string, isDir bool) error {
+	if !isDir {
+		return unix.Unlinkat(dirFD, name, 0)
+	}
+	work := s.w.engine.Work.FD()
+	tmp := s.w.engine.Work.TempName()
+	if err := unix.Renameat(dirFD, name, work, tmp); err != nil {
+		return err
+	}
+	return removeAll(work, tmp)
+}
+
+// replaceWithWhiteout swaps an upper object for a whiteout, so that the
+// lower copies never show in between.
+func (s *Stack) replaceWithWhiteout(dirFD int, name string, isDir bool) error {
+	work := s.w.engine.Work.FD()
+	if s.whiteoutWriter().Format == whiteout.Overlay {
+		// Build the whiteout in the workdir and exchange it with the
+		// object in one rename.
+		tmp := s.w.engine.Work.TempName()
+		format, err := s.writeWhiteout(work, tmp)
+		if err != nil {
+			return err
+		}
+		if format == whiteout.Overlay {
+			if err := unix.Renameat2(work, tmp, dirFD, name, unix.RENAME_EXCHANGE); err != nil {
+				unix.Unlinkat(work, tmp, 0)
+				return err
+			}
+			return removeAll(work, tmp)
+		}
+		unix.Unlinkat(work, whiteout.AufsName(tmp), 0) // fell back just now
+	}
+	// aufs: .wh.name beside name already hides the lower copies (the same
+	// layer's object still shows); then the object goes.
+	if _, err := s.writeWhiteout(dirFD, name); err != nil {
+		return err
+	}
+	return s.discard(dirFD, name, isDir)
+}
+
+// removeAll deletes name in dirFD and, for a directory, everything in it.
+func removeAll(dirFD int, name string) error {
+	err := unix.Unlinkat(dirFD, name, 0)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	fd, err := unix.Openat(dirFD, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	entries, err := sys.ReadDir(fd, ".")
+	if err == nil {
+		for _, e := range entries {
+			if err = removeAll(fd, e.Name); err != nil {
+				break
+			}
+		}
+	}
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	return unix.Unlinkat(dirFD, name, unix.AT_REMOVEDIR)
+}

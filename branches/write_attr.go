@@ -1,0 +1,185 @@
+package branches
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// SetAttr lists the attribute changes of one setattr; nil fields stay.
+type SetAttr struct {
+	Mode         *uint32 // permission bits
+	Uid, Gid     *uint32
+	Size         *int64
+	Atime, Mtime *unix.Timespec // UTIME_NOW and UTIME_OMIT allowed in Nsec
+}
+
+// Setattr changes attributes, copying the object up first (SEMANTICS.md:
+// chmod, chown, utimens and truncate copy up). It returns the entry as it
+// is afterwards.
+func (s *Stack) Setattr(e *Entry, a SetAttr) (*Entry, error) {
+	up, err := s.CopyUp(e)
+	if err != nil {
+		return nil, err
+	}
+	isLink := up.St.Mode&unix.S_IFMT == unix.S_IFLNK
+	err = withParent(up.Top(), func(dirFD int, name string) error {
+		if name == "" {
+			name = "."
+		}
+		if a.Uid != nil || a.Gid != nil {
+			uid, gid := -1, -1
+			if a.Uid != nil {
+				uid = int(*a.Uid)
+			}
+			if a.Gid != nil {
+				gid = int(*a.Gid)
+			}
+			if err := unix.Fchownat(dirFD, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return err
+			}
+		}
+		if a.Mode != nil && !isLink {
+			if err := unix.Fchmodat(dirFD, name, *a.Mode&0o7777, 0); err != nil {
+				return err
+			}
+		}
+		if a.Size != nil {
+			fd, err := sys.OpenBeneath(dirFD, name, unix.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			err = unix.Ftruncate(fd, *a.Size)
+			unix.Close(fd)
+			if err != nil {
+				return err
+			}
+		}
+		if a.Atime != nil || a.Mtime != nil {
+			omit := unix.Timespec{Nsec: unix.UTIME_OMIT}
+			ts := []unix.Timespec{omit, omit}
+			if a.Atime != nil {
+				ts[0] = *a.Atime
+			}
+			if a.Mtime != nil {
+				ts[1] = *a.Mtime
+			}
+			if err := unix.UtimesNanoAt(dirFD, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", e.Path, err)
+	}
+	return s.refresh(up)
+}
+
+// Restat returns e with its serving copy stat'ed again (sizes and times
+// change under writes).
+func (s *Stack) Restat(e *Entry) (*Entry, error) { return s.refresh(e) }
+
+// refresh re-stats the serving copy of e.
+func (s *Stack) refresh(e *Entry) (*Entry, error) {
+	n := *e
+	if err := s.StatLayer(n.Top(), &n.St); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
+// ErrUnionXattr refuses writes of the union's own attributes through the
+// mount, as kernel overlay does (EOPNOTSUPP).
+var ErrUnionXattr = fmt.Errorf("attribute reserved for the union: %w", unix.EOPNOTSUPP)
+
+// Setxattr sets an attribute, copying the object up first.
+func (s *Stack) Setxattr(e *Entry, attr string, value []byte, flags int) (*Entry, error) {
+	if whiteout.IsUnionXattr(attr) {
+		return nil, ErrUnionXattr
+	}
+	up, err := s.CopyUp(e)
+	if err != nil {
+		return nil, err
+	}
+	err = withParent(up.Top(), func(dirFD int, name string) error {
+		return sys.Setxattr(dirFD, name, attr, value, flags)
+	})
+	return up, err
+}
+
+// Removexattr removes an attribute, copying the object up first (when the
+// attribute exists: removing a missing one answers ENODATA and copies
+// nothing).
+func (s *Stack) Removexattr(e *Entry, attr string) (*Entry, error) {
+	if whiteout.IsUnionXattr(attr) {
+		return nil, ErrUnionXattr
+	}
+	if _, err := s.Getxattr(e, attr); err != nil {
+		return nil, err
+	}
+	up, err := s.CopyUp(e)
+	if err != nil {
+		return nil, err
+	}
+	err = withParent(up.Top(), func(dirFD int, name string) error {
+		return sys.Removexattr(dirFD, name, attr)
+	})
+	return up, err
+}
+
+// OpenWrite opens e for writing (flags as open(2)), copying it up first.
+// Opening for reading only never copies up: use OpenLayer on e.Top().
+func (s *Stack) OpenWrite(e *Entry, flags int) (*Entry, int, error) {
+	up, err := s.CopyUp(e)
+	if err != nil {
+		return nil, -1, err
+	}
+	fd, err := s.OpenLayer(up.Top(), flags)
+	return up, fd, err
+}
+
+// Link makes newName in newDir another name of e: both are copied up and
+// linked in the upper branch.
+func (s *Stack) Link(e *Entry, newDir *Entry, newName string) (*Entry, error) {
+	if err := s.checkWritable(); err != nil {
+		return nil, err
+	}
+	if err := checkNewName(newName); err != nil {
+		return nil, err
+	}
+	if e.IsDir() {
+		return nil, fmt.Errorf("%s: %w", e.Path, unix.EPERM)
+	}
+	if _, err := s.Lookup(newDir, newName); err == nil {
+		return nil, fmt.Errorf("%s/%s: %w", newDir.Path, newName, unix.EEXIST)
+	} else if !errors.Is(err, ErrNotExist) {
+		return nil, err
+	}
+	up, err := s.CopyUp(e)
+	if err != nil {
+		return nil, err
+	}
+	dirUp, err := s.CopyUp(newDir)
+	if err != nil {
+		return nil, err
+	}
+	work := s.w.engine.Work.FD()
+	err = withParent(up.Top(), func(srcDir int, srcName string) error {
+		return s.withUpperDir(dirUp, func(dstDir int) error {
+			tmp := s.w.engine.Work.TempName()
+			if err := unix.Linkat(srcDir, srcName, work, tmp, 0); err != nil {
+				return err
+			}
+			return s.place(dirUp, dstDir, newName, tmp, false)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.Lookup(dirUp, newName)
+}
