@@ -16,17 +16,13 @@ const (
 	RenameExchange  = unix.RENAME_EXCHANGE
 )
 
-// ErrDirHasLowerContent: renaming a directory whose entries come (partly)
-// from lower branches is not done yet; the caller gets EXDEV, as from
-// kernel overlay without redirect_dir, and tools like mv fall back to copy
-// and delete.
-var ErrDirHasLowerContent = fmt.Errorf("directory has lower content: %w", unix.EXDEV)
-
 // Rename moves oldName in oldDir to newName in newDir (SEMANTICS.md,
 // Removal and rename): the source is copied up and renamed within the
 // upper; a whiteout is left where a lower copy of the source would show
-// through; a directory that lands where a lower copy exists is made
-// opaque. flags may be RenameNoReplace or RenameExchange.
+// through. A directory with lower content takes them along through an
+// overlay.redirect xattr naming where they are (see docs/DIR-RENAME.md);
+// one without lower content that lands where a lower copy exists is made
+// opaque instead. flags may be RenameNoReplace or RenameExchange.
 func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName string, flags uint32) error {
 	if err := s.checkWritable(); err != nil {
 		return err
@@ -52,9 +48,6 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 	case exists && src.Ino == dst.Ino:
 		return nil // two names of one object: rename(2) does nothing
 	}
-	if err := s.checkMovable(src); err != nil {
-		return err
-	}
 	if exists && flags&RenameExchange == 0 {
 		switch {
 		case src.IsDir() && !dst.IsDir():
@@ -72,13 +65,11 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 		}
 	}
 	if flags&RenameExchange != 0 {
-		if err := s.checkMovable(dst); err != nil {
-			return err
-		}
 		return s.exchange(src, dst)
 	}
 
-	if _, err := s.CopyUp(src); err != nil {
+	srcRedirected, err := s.prepareMove(src)
+	if err != nil {
 		return err
 	}
 	newUp, err := s.CopyUp(newDir)
@@ -99,7 +90,7 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 	}
 	return s.withUpperDir(oldUp, func(oldFD int) error {
 		return s.withUpperDir(newUp, func(newFD int) error {
-			if src.IsDir() && lowerAtNew {
+			if src.IsDir() && lowerAtNew && !srcRedirected {
 				if err := s.makeOpaque(oldFD, oldName); err != nil {
 					return err
 				}
@@ -116,12 +107,29 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 	})
 }
 
-// checkMovable refuses to rename a directory with lower content.
-func (s *Stack) checkMovable(e *Entry) error {
-	if e.IsDir() && (len(e.Layers) > 1 || e.Top().Branch != s.w.upper) {
-		return fmt.Errorf("%s: %w", e.Path, ErrDirHasLowerContent)
+// prepareMove copies e up before it moves and, for a directory with lower
+// copies, records in an overlay.redirect on its upper copy where those are
+// (the path of the next copy down), so they follow it to any new name. A
+// directory redirected before keeps its redirect: it already points there.
+// It reports whether the directory carries a redirect.
+func (s *Stack) prepareMove(e *Entry) (redirected bool, err error) {
+	up, err := s.CopyUp(e)
+	if err != nil || !up.IsDir() || len(up.Layers) < 2 {
+		return false, err
 	}
-	return nil
+	if up.Top().Markers.Redirect != "" {
+		return true, nil
+	}
+	target := up.Layers[1].Path
+	err = withParent(up.Top(), func(dirFD int, name string) error {
+		fd, err := unix.Openat(dirFD, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return s.whiteoutWriter().SetRedirect(fd, target)
+	})
+	return err == nil, err
 }
 
 // moveInUpper renames within the upper branch, replacing a whiteout at
@@ -187,10 +195,12 @@ func (s *Stack) renameLeaving(oldFD int, oldName string, newFD int, newName stri
 // whiteout is needed, but a directory that lands where a lower copy shows
 // is made opaque.
 func (s *Stack) exchange(a, b *Entry) error {
-	if _, err := s.CopyUp(a); err != nil {
+	aRedirected, err := s.prepareMove(a)
+	if err != nil {
 		return err
 	}
-	if _, err := s.CopyUp(b); err != nil {
+	bRedirected, err := s.prepareMove(b)
+	if err != nil {
 		return err
 	}
 	aDir, err := s.Resolve(path.Dir(a.Path))
@@ -212,12 +222,12 @@ func (s *Stack) exchange(a, b *Entry) error {
 	}
 	return s.withUpperDir(aDir, func(aFD int) error {
 		return s.withUpperDir(bDir, func(bFD int) error {
-			if a.IsDir() && lowerAtB {
+			if a.IsDir() && lowerAtB && !aRedirected {
 				if err := s.makeOpaque(aFD, aName); err != nil {
 					return err
 				}
 			}
-			if b.IsDir() && lowerAtA {
+			if b.IsDir() && lowerAtA && !bRedirected {
 				if err := s.makeOpaque(bFD, bName); err != nil {
 					return err
 				}

@@ -67,7 +67,7 @@ func (s *Stack) Root() (*Entry, error) {
 func (s *Stack) resolveRoot() (*Entry, error) {
 	e := &Entry{Path: "."}
 	for _, b := range s.branches {
-		m, err := whiteout.ReadDirMarkers(b.fd)
+		m, err := whiteout.ReadDirMarkers(b.fd, ".")
 		if err != nil {
 			return nil, fmt.Errorf("branch %s: %w", b.Path, err)
 		}
@@ -198,20 +198,36 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 		stopped *Cause // set once no lower copy can contribute
 	)
 	childPath := path.Join(dir.Path, name)
-	for _, layer := range dir.Layers {
+	cands := make([]candidate, len(dir.Layers))
+	for i := range dir.Layers {
+		l := &dir.Layers[i]
+		cands[i] = candidate{branch: l.Branch, parent: l.Path, name: name, markers: &l.Markers}
+	}
+	for i := 0; i < len(cands); i++ {
 		if stopped != nil && obs == nil {
 			break
 		}
-		b := layer.Branch
-		rel := path.Join(layer.Path, name)
-		dfd, err := sys.OpenDirBeneath(b.fd, layer.Path)
+		c := cands[i]
+		b := c.branch
+		rel := path.Join(c.parent, c.name)
+		dfd, err := sys.OpenDirBeneath(b.fd, c.parent)
 		if err != nil {
 			if errors.Is(err, unix.ENOENT) || sys.IsNotDir(err) {
-				continue // changed behind our back: treat as absent
+				continue // not in this branch, or changed behind our back
 			}
 			return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
 		}
-		l, err := whiteout.LookupName(dfd, name, layer.Markers)
+		parentMarkers := c.markers
+		if parentMarkers == nil {
+			// Reached through a redirect: this parent was never merged.
+			m, err := whiteout.ReadDirMarkers(dfd, c.parent)
+			if err != nil {
+				unix.Close(dfd)
+				return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
+			}
+			parentMarkers = &m
+		}
+		l, err := whiteout.LookupName(dfd, c.name, *parentMarkers)
 		var childMarkers whiteout.DirMarkers
 		isDir := l.Present && l.St.Mode&unix.S_IFMT == unix.S_IFDIR
 		if err == nil && isDir {
@@ -220,6 +236,11 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 		if err != nil {
 			unix.Close(dfd)
 			return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
+		}
+		if isDir && stopped == nil && childMarkers.Redirect != "" && childMarkers.Redirect != rel {
+			// A renamed directory: its lower copies are at the redirect
+			// path in every branch below this one (kernel redirect_dir).
+			cands = append(cands[:i+1], s.redirectCandidates(b, childMarkers.Redirect)...)
 		}
 		o := Observation{Branch: b, Type: l.St.Mode & unix.S_IFMT, Marker: l.Hides}
 		switch {
@@ -239,7 +260,7 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 			found = &Entry{Path: childPath, St: l.St}
 			found.Layers = []Layer{{Branch: b, Path: rel, Markers: childMarkers}}
 			if !isDir && b.Perm == RW {
-				found.storedIno = s.storedIno(dfd, name)
+				found.storedIno = s.storedIno(dfd, c.name)
 			}
 			switch {
 			case !isDir:
@@ -279,6 +300,30 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 	return found, nil
 }
 
+// candidate is a place in one branch where a copy of a name may be.
+type candidate struct {
+	branch       *Branch
+	parent, name string // the copy would be parent/name in the branch
+	// markers of the parent copy, when it is a merged layer; nil when
+	// the parent was reached through a redirect and must be read.
+	markers *whiteout.DirMarkers
+}
+
+// redirectCandidates are the places a redirected directory's lower copies
+// may be: target in every branch below b.
+func (s *Stack) redirectCandidates(b *Branch, target string) []candidate {
+	parent, name := path.Split(target)
+	parent = strings.TrimSuffix(parent, "/")
+	if parent == "" {
+		parent = "."
+	}
+	var out []candidate
+	for _, lower := range s.branches[b.Index+1:] {
+		out = append(out, candidate{branch: lower, parent: parent, name: name})
+	}
+	return out
+}
+
 // identity is the union inode number of e (see Entry.Ino).
 func (s *Stack) identity(e *Entry) uint64 {
 	if e.storedIno != 0 {
@@ -306,7 +351,7 @@ func readMarkersAt(rootFD int, rel string) (whiteout.DirMarkers, error) {
 		return whiteout.DirMarkers{}, err
 	}
 	defer unix.Close(fd)
-	return whiteout.ReadDirMarkers(fd)
+	return whiteout.ReadDirMarkers(fd, rel)
 }
 
 // StatLayer lstats one copy.

@@ -54,6 +54,7 @@ const (
 const (
 	xattrOpaque   = "overlay.opaque"
 	xattrWhiteout = "overlay.whiteout"
+	xattrRedirect = "overlay.redirect"
 )
 
 // OverlayNamespaces are the namespaces the kernel reads overlay xattrs from:

@@ -2,6 +2,8 @@ package whiteout
 
 import (
 	"errors"
+	"path"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -63,33 +65,51 @@ type DirMarkers struct {
 	// XattrWhiteouts is set by overlay.opaque=x: empty files in the
 	// directory may be xattr whiteouts and must be checked.
 	XattrWhiteouts bool
+	// Redirect is the overlay.redirect of a renamed directory: where its
+	// lower copies are, as a path relative to the branch roots (already
+	// made absolute and checked by ParseRedirect). Empty when none.
+	Redirect string
 }
 
-// ReadDirMarkers reads the opaque markers of the directory dirFD (any
-// descriptor of it, O_PATH included). A filesystem without xattrs reads as
-// "no xattr markers"; other errors are returned.
-func ReadDirMarkers(dirFD int) (DirMarkers, error) {
+// ReadDirMarkers reads the markers of the directory dirFD (any descriptor
+// of it, O_PATH included): opacity in every dialect and an overlay
+// redirect. rel is the directory's path in its branch, against which a
+// relative redirect is read. A filesystem without xattrs reads as "no xattr
+// markers"; other errors are returned.
+func ReadDirMarkers(dirFD int, rel string) (DirMarkers, error) {
 	var m DirMarkers
-	for _, ns := range OverlayNamespaces {
-		v, err := sys.Getxattr(dirFD, "", ns+xattrOpaque)
-		if err != nil {
-			if sys.IsNoAttr(err) || errors.Is(err, unix.EPERM) {
-				continue
-			}
-			return m, err
+	names, err := sys.Listxattr(dirFD, "")
+	if err != nil && !sys.IsNoAttr(err) && !errors.Is(err, unix.EPERM) {
+		return m, err
+	}
+	for _, attr := range names {
+		key, ok := overlayKey(attr)
+		if !ok {
+			continue
 		}
-		switch string(v) {
-		case "y":
-			m.Opaque = OpaqueOverlay
-		case "x":
-			m.XattrWhiteouts = true
+		v, err := sys.Getxattr(dirFD, "", attr)
+		if err != nil {
+			continue // gone, or a namespace we may not read
+		}
+		switch key {
+		case xattrOpaque:
+			switch string(v) {
+			case "y":
+				m.Opaque = OpaqueOverlay
+			case "x":
+				m.XattrWhiteouts = true
+			}
+		case xattrRedirect:
+			if target, ok := ParseRedirect(rel, string(v)); ok {
+				m.Redirect = target
+			}
 		}
 	}
 	if m.Opaque != NoMarker {
 		return m, nil
 	}
 	var st unix.Stat_t
-	err := sys.Lstatat(dirFD, AufsOpaque, &st)
+	err = sys.Lstatat(dirFD, AufsOpaque, &st)
 	switch {
 	case err == nil:
 		m.Opaque = OpaqueAufs
@@ -97,6 +117,43 @@ func ReadDirMarkers(dirFD int) (DirMarkers, error) {
 		return m, err
 	}
 	return m, nil
+}
+
+// overlayKey strips the namespace of an overlay xattr
+// ("trusted.overlay.opaque" -> "overlay.opaque").
+func overlayKey(attr string) (string, bool) {
+	for _, ns := range OverlayNamespaces {
+		if strings.HasPrefix(attr, ns+"overlay.") {
+			return attr[len(ns):], true
+		}
+	}
+	return "", false
+}
+
+// ParseRedirect reads an overlay.redirect value found on the directory at
+// rel (a path in its branch). The kernel writes an absolute path ("/a/b",
+// from the layer root) or, for a rename within one parent, a bare name.
+// The value comes from a branch and is not trusted: anything but a clean
+// path without ".." is refused (ok false).
+func ParseRedirect(rel, value string) (string, bool) {
+	var p string
+	if strings.HasPrefix(value, "/") {
+		p = strings.TrimPrefix(value, "/")
+	} else {
+		if value == "" || strings.Contains(value, "/") {
+			return "", false
+		}
+		p = path.Join(path.Dir(rel), value)
+	}
+	if p == "" || p != path.Clean(p) || p == "." {
+		return "", false
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == ".." || c == "." {
+			return "", false
+		}
+	}
+	return p, true
 }
 
 // IsXattrWhiteout reports whether name (already stat'ed into st) in dirFD is

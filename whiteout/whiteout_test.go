@@ -98,7 +98,7 @@ func xattrWhiteout(t *testing.T, dir, name, ns string) {
 
 func markers(t *testing.T, dir string) whiteout.DirMarkers {
 	t.Helper()
-	m, err := whiteout.ReadDirMarkers(openDir(t, dir))
+	m, err := whiteout.ReadDirMarkers(openDir(t, dir), ".")
 	if err != nil {
 		t.Fatalf("ReadDirMarkers(%s): %v", dir, err)
 	}
@@ -406,7 +406,7 @@ func TestReadDirMarkers(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				got, err := whiteout.ReadDirMarkers(fd)
+				got, err := whiteout.ReadDirMarkers(fd, ".")
 				unix.Close(fd)
 				if err != nil {
 					t.Fatalf("flags %#x: ReadDirMarkers: %v", flags, err)

@@ -78,3 +78,14 @@ func (w Writer) MakeOpaque(dirFD int) error {
 	}
 	return fmt.Errorf("opaque marker: unknown format %v", w.Format)
 }
+
+// SetRedirect records on the directory dirFD that its lower copies are at
+// target (a path relative to the branch roots), in the kernel's form: an
+// absolute overlay.redirect. It is written in every format: aufs has no
+// equivalent, and strata reads it in both.
+func (w Writer) SetRedirect(dirFD int, target string) error {
+	if err := sys.Setxattr(dirFD, "", w.namespace()+xattrRedirect, []byte("/"+target), 0); err != nil {
+		return fmt.Errorf("redirect %s%s: %w", w.namespace(), xattrRedirect, err)
+	}
+	return nil
+}

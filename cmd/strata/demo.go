@@ -214,7 +214,7 @@ func printLayer(w io.Writer, root string) error {
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			fd, err := unix.Open(filepath.Join(root, rel), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 			if err == nil {
-				m, _ := whiteout.ReadDirMarkers(fd)
+				m, _ := whiteout.ReadDirMarkers(fd, rel)
 				unix.Close(fd)
 				if m.Opaque == whiteout.OpaqueOverlay {
 					desc += ", opaque (overlay.opaque=y xattr)"

@@ -100,6 +100,12 @@ func Getxattr(dirFD int, name, attr string) ([]byte, error) {
 // Listxattr returns the attribute names of name inside dirFD (or of dirFD
 // itself when name is empty) without following a final symlink.
 func Listxattr(dirFD int, name string) ([]string, error) {
+	if name == "" {
+		b, err := sized(func(buf []byte) (int, error) { return unix.Flistxattr(dirFD, buf) })
+		if err != unix.EBADF {
+			return splitNul(b), err
+		}
+	}
 	path := ProcPath(dirFD, name)
 	_, list, _ := xattrCalls(name)
 	b, err := sized(func(buf []byte) (int, error) { return list(path, buf) })
