@@ -101,10 +101,14 @@ func runDemo(w io.Writer, tmp string) error {
 		real, _ := filepath.EvalSymlinks(dir)
 		label[real] = l.dir
 	}
-	mnt := filepath.Join(tmp, "merged")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		return err
+	mnt, upper, work := filepath.Join(tmp, "merged"), filepath.Join(tmp, "upper"), filepath.Join(tmp, "work")
+	for _, d := range []string{mnt, upper, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
 	}
+	realUpper, _ := filepath.EvalSymlinks(upper)
+	label[realUpper] = "upper"
 
 	fmt.Fprintln(out, "1. What each layer holds on disk (markers included):")
 	for _, l := range demoLayers {
@@ -114,7 +118,7 @@ func runDemo(w io.Writer, tmp string) error {
 		}
 	}
 
-	opts, err := branches.ParseOptions([]string{"lowerdir=" + strings.Join(lowers, ":")})
+	opts, err := branches.ParseOptions([]string{"lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + upper + ",workdir=" + work})
 	if err != nil {
 		return err
 	}
@@ -133,11 +137,95 @@ func runDemo(w io.Writer, tmp string) error {
 	}()
 
 	fmt.Fprintf(out, "\n2. The union, read through the mount at %s\n", mnt)
-	fmt.Fprintln(out, "   (as if you typed: strata mount -o lowerdir=top:middle:base merged)")
+	fmt.Fprintln(out, "   (as if you typed: strata mount -o lowerdir=top:middle:base,upperdir=upper,workdir=work merged)")
+	fmt.Fprintln(out)
+	if err := printUnion(out, stack, mnt, label); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(out, "\n3. What the union hides, and why:")
 	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PATH\tIN LAYER\tHIDDEN BY")
+	for _, b := range stack.Branches() {
+		err := walkRaw(b.Path, func(rel string) error {
+			why, err := whyHidden(stack, b, rel, label)
+			if err != nil || why == "" {
+				return err
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", rel, label[b.Path], why)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(out, `
+How to read this:
+  - A name is served by the topmost layer that has it.
+  - A whiteout (char 0/0, or a .wh.<name> file) deletes the name from the layers below it.
+  - An opaque directory (overlay.opaque xattr, or a .wh..wh..opq file) hides everything
+    below it at that path: only its own entries show.
+  - A file over a directory (or a directory over a file) hides the lower one entirely.
+  - Directories present in several layers are merged: their entries are combined.
+  - The markers themselves never show through the mount.`)
+
+	fmt.Fprintln(out, "\n4. Writing through the mount. The lower layers never change: every change lands in")
+	fmt.Fprintln(out, "   the empty upper layer, copied up first when it concerns a lower object.")
+	fmt.Fprintln(out)
+	for _, step := range demoWrites {
+		fmt.Fprintf(out, "  $ %s\n", step.shell)
+		if err := step.do(mnt); err != nil {
+			return fmt.Errorf("%s: %w", step.shell, err)
+		}
+	}
+	fmt.Fprintln(out, "\n  The upper layer now holds:")
+	if err := printLayer(out, upper); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "\n  And the union shows:")
+	fmt.Fprintln(out)
+	if err := printUnion(out, stack, mnt, label); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, `
+  - Appending to etc/motd copied it up: the whole file, then the change, in the upper.
+  - Deleting a lower file left a whiteout in the upper; the lower file is still there.
+  - rm -r of app/data whited it out; the new app/data is opaque, so a.txt and c.txt
+    from below stay hidden.
+  - Renaming var (merged from middle and base) wrote a redirect on the new name:
+    its lower entries follow it; kernel overlay does the same with redirect_dir=on.`)
+	fmt.Fprintf(out, "\nUnmounting %s and removing the layers.\n", mnt)
+	return nil
+}
+
+// demoWrites is step 4: each change, as a shell command and as code.
+var demoWrites = []struct {
+	shell string
+	do    func(mnt string) error
+}{
+	{"echo 'edited through the union' >> etc/motd", func(m string) error {
+		f, err := os.OpenFile(filepath.Join(m, "etc/motd"), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		_, err = f.WriteString("edited through the union\n")
+		return errors.Join(err, f.Close())
+	}},
+	{"rm etc/hostname", func(m string) error { return os.Remove(filepath.Join(m, "etc/hostname")) }},
+	{"rm -r app/data && mkdir app/data && echo fresh > app/data/new.txt", func(m string) error {
+		return errors.Join(os.RemoveAll(filepath.Join(m, "app/data")), os.Mkdir(filepath.Join(m, "app/data"), 0o755),
+			os.WriteFile(filepath.Join(m, "app/data/new.txt"), []byte("fresh\n"), 0o644))
+	}},
+	{"mv var srv", func(m string) error { return os.Rename(filepath.Join(m, "var"), filepath.Join(m, "srv")) }},
+}
+
+// printUnion prints every path of the mount with the layer that serves it.
+func printUnion(out io.Writer, stack *branches.Stack, mnt string, label map[string]string) error {
+	tw := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "  PATH\tTYPE\tSERVED BY\tCONTENT")
-	err = filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -163,37 +251,7 @@ func runDemo(w io.Writer, tmp string) error {
 	if err != nil {
 		return err
 	}
-	tw.Flush()
-
-	fmt.Fprintln(out, "\n3. What the union hides, and why:")
-	fmt.Fprintln(out)
-	tw = tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "  PATH\tIN LAYER\tHIDDEN BY")
-	for _, b := range stack.Branches() {
-		err := walkRaw(b.Path, func(rel string) error {
-			why, err := whyHidden(stack, b, rel, label)
-			if err != nil || why == "" {
-				return err
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\n", rel, label[b.Path], why)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	}
-	tw.Flush()
-	fmt.Fprintln(out, `
-How to read this:
-  - A name is served by the topmost layer that has it.
-  - A whiteout (char 0/0, or a .wh.<name> file) deletes the name from the layers below it.
-  - An opaque directory (overlay.opaque xattr, or a .wh..wh..opq file) hides everything
-    below it at that path: only its own entries show.
-  - A file over a directory (or a directory over a file) hides the lower one entirely.
-  - Directories present in several layers are merged: their entries are combined.
-  - The markers themselves never show through the mount.`)
-	fmt.Fprintf(out, "\nUnmounting %s and removing the layers.\n", mnt)
-	return nil
+	return tw.Flush()
 }
 
 // printLayer lists one layer's raw tree with what each entry means.
@@ -211,6 +269,9 @@ func printLayer(w io.Writer, root string) error {
 				desc = "whiteout (aufs): deletes " + path.Join(path.Dir(rel), target) + " below"
 			}
 		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && copiedUp(filepath.Join(root, rel)) {
+			desc += ", copied up (its strata.ino xattr keeps the lower file's inode number)"
+		}
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			fd, err := unix.Open(filepath.Join(root, rel), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 			if err == nil {
@@ -219,11 +280,24 @@ func printLayer(w io.Writer, root string) error {
 				if m.Opaque == whiteout.OpaqueOverlay {
 					desc += ", opaque (overlay.opaque=y xattr)"
 				}
+				if m.Redirect != "" {
+					desc += ", redirect to /" + m.Redirect + " (overlay.redirect xattr)"
+				}
 			}
 		}
 		fmt.Fprintf(w, "    %-28s %s\n", rel, desc)
 		return nil
 	})
+}
+
+// copiedUp reports whether p carries the inode number a copy-up records.
+func copiedUp(p string) bool {
+	for _, ns := range whiteout.OverlayNamespaces {
+		if _, err := unix.Lgetxattr(p, ns+"strata.ino", nil); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // walkAll visits every entry below root (sorted, markers included).
