@@ -150,7 +150,11 @@ func (s *Stack) CopyUp(e *Entry) (*Entry, error) {
 		return nil, err
 	}
 	var extra map[string][]byte
-	if !e.IsDir() {
+	if !e.IsDir() && e.St.Nlink == 1 {
+		// The copy takes the object's place, so it takes its number. A
+		// name of a lower hard-link set does not: the copy is a new inode
+		// while the other names still show the old one, and two objects
+		// with one number would be one inode to the kernel.
 		extra = map[string][]byte{s.inoXattr(): encodeIno(e.Ino)}
 	}
 	name := e.Name()
