@@ -97,9 +97,15 @@ func (s *Stack) ReadDir(dir *Entry) ([]*Entry, error) {
 }
 
 // Nlink is the link count the union reports for e: for a directory 2 plus
-// its visible subdirectories (SEMANTICS.md, Identity), for anything else
-// the serving copy's own count.
+// its visible subdirectories (SEMANTICS.md, Identity); for a name of a
+// lower hard-link set the number of its names the union shows; for
+// anything else the serving copy's own count.
 func (s *Stack) Nlink(e *Entry) (uint64, error) {
+	if isLowerLinkSet(e) {
+		// A lower set counts the names the union still shows.
+		names, err := s.linkSet(e)
+		return uint64(len(names)), err
+	}
 	if !e.IsDir() {
 		return uint64(e.St.Nlink), nil
 	}

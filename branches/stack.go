@@ -28,6 +28,8 @@ type Branch struct {
 	// the branch stays reachable even when the mount covers its path.
 	fd  int
 	dev uint64
+	// links maps the branch's multi-link inodes (read-only branches).
+	links *linkMap
 }
 
 // Name is a short label for the branch in tables and errors: its role and
@@ -118,7 +120,7 @@ func Open(o *Options, mountpoint string) (*Stack, error) {
 			unix.Close(fd)
 			return nil, &BranchError{Role: string(spec.Role), Path: spec.Path, Err: ErrMissing, Detail: err.Error()}
 		}
-		s.branches = append(s.branches, &Branch{Path: p, Given: spec.Path, Perm: spec.Perm, Role: spec.Role, Index: i, fd: fd, dev: uint64(st.Dev)})
+		s.branches = append(s.branches, &Branch{Path: p, Given: spec.Path, Perm: spec.Perm, Role: spec.Role, Index: i, fd: fd, dev: uint64(st.Dev), links: &linkMap{}})
 		s.inos.addDevice(uint64(st.Dev))
 		all = append(all, canon{p, spec.Path, string(spec.Role)})
 	}

@@ -38,6 +38,11 @@ type writeState struct {
 
 	mu     sync.Mutex
 	format whiteout.Format // may fall back from overlay to aufs once
+
+	// mkWhiteout writes one whiteout; nil means whiteout.Writer.Whiteout.
+	// Tests set it to refuse the overlay form as mknod does for some
+	// unprivileged users, which root cannot otherwise see.
+	mkWhiteout func(w whiteout.Writer, dirFD int, name string) error
 }
 
 func (s *Stack) openWriteState() (*writeState, error) {
@@ -100,8 +105,12 @@ func (s *Stack) whiteoutWriter() whiteout.Writer {
 // EPERM, as for unprivileged users on older kernels), it switches the mount
 // to aufs whiteouts and says so once.
 func (s *Stack) writeWhiteout(dirFD int, name string) (whiteout.Format, error) {
+	mk := whiteout.Writer.Whiteout
+	if s.w.mkWhiteout != nil {
+		mk = s.w.mkWhiteout
+	}
 	w := s.whiteoutWriter()
-	err := w.Whiteout(dirFD, name)
+	err := mk(w, dirFD, name)
 	if !errors.Is(err, whiteout.ErrWhiteoutDenied) {
 		return w.Format, err
 	}
@@ -112,7 +121,7 @@ func (s *Stack) writeWhiteout(dirFD int, name string) (whiteout.Format, error) {
 	}
 	s.w.mu.Unlock()
 	w = s.whiteoutWriter()
-	return w.Format, w.Whiteout(dirFD, name)
+	return w.Format, mk(w, dirFD, name)
 }
 
 func (s *Stack) checkWritable() error {
@@ -135,6 +144,8 @@ func checkNewName(name string) error {
 // returns the entry as it is now. An upper object is returned as it is. A
 // copied non-directory keeps its inode number (recorded in the
 // <ns>strata.ino xattr); a directory keeps it by construction (see ino.go).
+// A name of a lower hard-link set brings every visible name of the set up
+// with it, as hard links to one copy (hardlinks.go).
 func (s *Stack) CopyUp(e *Entry) (*Entry, error) {
 	if err := s.checkWritable(); err != nil {
 		return nil, err
@@ -142,20 +153,26 @@ func (s *Stack) CopyUp(e *Entry) (*Entry, error) {
 	if e.Top().Branch == s.w.upper {
 		return e, nil
 	}
+	if isLowerLinkSet(e) {
+		return s.copyUpLinkSet(e)
+	}
+	var extra map[string][]byte
+	if !e.IsDir() {
+		// The copy takes the object's place, so it takes its number.
+		extra = map[string][]byte{s.inoXattr(): encodeIno(e.Ino)}
+	}
+	return s.copyUpOne(e, extra)
+}
+
+// copyUpOne copies e alone up (its parents first), setting extra xattrs on
+// the copy before it shows.
+func (s *Stack) copyUpOne(e *Entry, extra map[string][]byte) (*Entry, error) {
 	parent, err := s.Resolve(path.Dir(e.Path))
 	if err != nil {
 		return nil, err
 	}
 	if parent, err = s.CopyUp(parent); err != nil {
 		return nil, err
-	}
-	var extra map[string][]byte
-	if !e.IsDir() && e.St.Nlink == 1 {
-		// The copy takes the object's place, so it takes its number. A
-		// name of a lower hard-link set does not: the copy is a new inode
-		// while the other names still show the old one, and two objects
-		// with one number would be one inode to the kernel.
-		extra = map[string][]byte{s.inoXattr(): encodeIno(e.Ino)}
 	}
 	name := e.Name()
 	err = withParent(e.Top(), func(srcDir int, srcName string) error {
@@ -235,6 +252,10 @@ func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, err
 		return nil, -1, fmt.Errorf("%s: %w", path.Join(dir.Path, name), unix.EEXIST)
 	} else if !errors.Is(err, ErrNotExist) {
 		return nil, -1, err
+	}
+	if obj.Mode&unix.S_IFMT == unix.S_IFCHR && obj.Rdev == 0 {
+		// A char device 0/0 is a whiteout: refused, as by kernel overlay.
+		return nil, -1, fmt.Errorf("%s: %w", path.Join(dir.Path, name), unix.EPERM)
 	}
 	dirUp, err := s.CopyUp(dir)
 	if err != nil {
@@ -365,7 +386,43 @@ func (s *Stack) makeOpaque(parentFD int, name string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	return s.whiteoutWriter().MakeOpaque(fd)
+	w := s.whiteoutWriter()
+	if w.Format == whiteout.Overlay {
+		if err := dropXattrWhiteouts(fd); err != nil {
+			return err
+		}
+	}
+	return w.MakeOpaque(fd)
+}
+
+// dropXattrWhiteouts deletes the xattr whiteouts of the directory fd before
+// it is made opaque: overlay.opaque=y replaces the overlay.opaque=x that
+// made them whiteouts, so they would show as empty files; and in an opaque
+// directory they hide nothing.
+func dropXattrWhiteouts(fd int) error {
+	m, err := whiteout.ReadDirMarkers(fd, ".")
+	if err != nil || !m.XattrWhiteouts {
+		return err
+	}
+	entries, err := sys.ReadDir(fd, ".")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		var st unix.Stat_t
+		if e.Type != unix.DT_REG && e.Type != unix.DT_UNKNOWN {
+			continue
+		}
+		if err := sys.Lstatat(fd, e.Name, &st); err != nil {
+			return err
+		}
+		if whiteout.IsXattrWhiteout(fd, e.Name, &st) {
+			if err := unix.Unlinkat(fd, e.Name, 0); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Remove unlinks a non-directory (dir false) or removes an empty directory

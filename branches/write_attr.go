@@ -99,6 +99,9 @@ var ErrUnionXattr = fmt.Errorf("attribute reserved for the union: %w", unix.EOPN
 
 // Setxattr sets an attribute, copying the object up first.
 func (s *Stack) Setxattr(e *Entry, attr string, value []byte, flags int) (*Entry, error) {
+	if err := s.checkWritable(); err != nil {
+		return nil, err // as the kernel: EROFS before anything else
+	}
 	if whiteout.IsUnionXattr(attr) {
 		return nil, ErrUnionXattr
 	}
@@ -116,6 +119,9 @@ func (s *Stack) Setxattr(e *Entry, attr string, value []byte, flags int) (*Entry
 // attribute exists: removing a missing one answers ENODATA and copies
 // nothing).
 func (s *Stack) Removexattr(e *Entry, attr string) (*Entry, error) {
+	if err := s.checkWritable(); err != nil {
+		return nil, err // as the kernel: EROFS before ENODATA
+	}
 	if whiteout.IsUnionXattr(attr) {
 		return nil, ErrUnionXattr
 	}
@@ -164,22 +170,5 @@ func (s *Stack) Link(e *Entry, newDir *Entry, newName string) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	dirUp, err := s.CopyUp(newDir)
-	if err != nil {
-		return nil, err
-	}
-	work := s.w.engine.Work.FD()
-	err = withParent(up.Top(), func(srcDir int, srcName string) error {
-		return s.withUpperDir(dirUp, func(dstDir int) error {
-			tmp := s.w.engine.Work.TempName()
-			if err := unix.Linkat(srcDir, srcName, work, tmp, 0); err != nil {
-				return err
-			}
-			return s.place(dirUp, dstDir, newName, tmp, false)
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return s.Lookup(dirUp, newName)
+	return s.linkInUpper(up, newDir, newName)
 }

@@ -1,0 +1,177 @@
+package branches
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// Hard links in read-only branches (SEMANTICS.md, Identity): the names of
+// one lower inode show as one union inode, with st_nlink counting the names
+// the union still shows, and a copy-up never splits the set: every visible
+// name is copied up at once, as hard links to one upper copy. The upper is
+// then self-describing (kernel overlay, mounting it, sees the same linked
+// files), and no index is needed.
+//
+// Finding a set's other names takes a map of each read-only branch's
+// multi-link inodes, built by one walk of the branch the first time it is
+// needed. Read-only branches never change under the mount, so it stays
+// right.
+
+// linkMap lists, for one branch, the paths of every non-directory with
+// more than one link, by inode number.
+type linkMap struct {
+	once  sync.Once
+	paths map[uint64][]string
+	err   error
+}
+
+func (b *Branch) linkMap() (map[uint64][]string, error) {
+	b.links.once.Do(func() {
+		b.links.paths = map[uint64][]string{}
+		b.links.err = walkLinks(b.fd, ".", b.links.paths)
+	})
+	return b.links.paths, b.links.err
+}
+
+// walkLinks collects multi-link non-directories below rel.
+func walkLinks(rootFD int, rel string, out map[uint64][]string) error {
+	entries, err := sys.ReadDir(rootFD, rel)
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", rel, err)
+	}
+	dfd, err := sys.OpenDirBeneath(rootFD, rel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	for _, e := range entries {
+		if whiteout.IsReserved(e.Name) {
+			continue
+		}
+		p := path.Join(rel, e.Name)
+		if e.Type == unix.DT_DIR {
+			if err := walkLinks(rootFD, p, out); err != nil {
+				return err
+			}
+			continue
+		}
+		var st unix.Stat_t
+		if err := sys.Lstatat(dfd, e.Name, &st); err != nil {
+			continue // vanished
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if err := walkLinks(rootFD, p, out); err != nil {
+				return err
+			}
+		} else if st.Nlink > 1 {
+			out[st.Ino] = append(out[st.Ino], p)
+		}
+	}
+	return nil
+}
+
+// isLowerLinkSet reports whether e is a name of a multi-link inode in a
+// branch the union never writes.
+func isLowerLinkSet(e *Entry) bool {
+	return !e.IsDir() && e.St.Nlink > 1 && e.Top().Branch.Perm != RW
+}
+
+// linkSet returns the union paths of every name the union shows for e's
+// inode (e's own included), for a name of a lower link set. A name counts
+// when it resolves, in the union, to the same inode in the same branch.
+func (s *Stack) linkSet(e *Entry) ([]string, error) {
+	b := e.Top().Branch
+	m, err := b.linkMap()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range m[e.St.Ino] {
+		other, err := s.Resolve(p)
+		if errors.Is(err, ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if other.Top().Branch == b && other.St.Ino == e.St.Ino {
+			out = append(out, other.Path)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{e.Path} // renamed directories: at least e itself
+	}
+	return out, nil
+}
+
+// copyUpLinkSet copies every visible name of e's lower link set up as hard
+// links to one upper copy, and returns e's new entry. The copy is made as
+// e, the other names are linked to it, and only then does the shared inode
+// get the set's union inode number: a crash before that leaves names with
+// numbers of their own, never two objects with one number.
+func (s *Stack) copyUpLinkSet(e *Entry) (*Entry, error) {
+	names, err := s.linkSet(e)
+	if err != nil {
+		return nil, err
+	}
+	first, err := s.copyUpOne(e, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range names {
+		if p == e.Path {
+			continue
+		}
+		other, err := s.Resolve(p)
+		if err != nil {
+			return nil, err
+		}
+		if other.Top().Branch == s.w.upper {
+			continue // a concurrent copy-up did it
+		}
+		dir, err := s.Resolve(path.Dir(p))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.linkInUpper(first, dir, path.Base(p)); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, err
+		}
+	}
+	err = withParent(first.Top(), func(dirFD int, name string) error {
+		return sys.Setxattr(dirFD, name, s.inoXattr(), encodeIno(e.Ino), 0)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.Resolve(e.Path)
+}
+
+// linkInUpper links the upper object up as name in dir (copied up first),
+// replacing a whiteout there, and returns the new name's entry.
+func (s *Stack) linkInUpper(up *Entry, dir *Entry, name string) (*Entry, error) {
+	dirUp, err := s.CopyUp(dir)
+	if err != nil {
+		return nil, err
+	}
+	work := s.w.engine.Work.FD()
+	err = withParent(up.Top(), func(srcDir int, srcName string) error {
+		return s.withUpperDir(dirUp, func(dstDir int) error {
+			tmp := s.w.engine.Work.TempName()
+			if err := unix.Linkat(srcDir, srcName, work, tmp, 0); err != nil {
+				return err
+			}
+			return s.place(dirUp, dstDir, name, tmp, false)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.Lookup(dirUp, name)
+}
