@@ -116,12 +116,12 @@ func (s *Stack) linkSet(e *Entry) ([]string, error) {
 // e, the other names are linked to it, and only then does the shared inode
 // get the set's union inode number: a crash before that leaves names with
 // numbers of their own, never two objects with one number.
-func (s *Stack) copyUpLinkSet(e *Entry) (*Entry, error) {
+func (s *Stack) copyUpLinkSet(e *Entry, rw *rwBranch) (*Entry, error) {
 	names, err := s.linkSet(e)
 	if err != nil {
 		return nil, err
 	}
-	first, err := s.copyUpOne(e, nil)
+	first, err := s.copyUpOne(e, rw, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -133,14 +133,14 @@ func (s *Stack) copyUpLinkSet(e *Entry) (*Entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		if other.Top().Branch == s.w.upper {
+		if other.Top().Branch == rw.Branch {
 			continue // a concurrent copy-up did it
 		}
 		dir, err := s.Resolve(path.Dir(p))
 		if err != nil {
 			return nil, err
 		}
-		if _, err := s.linkInUpper(first, dir, path.Base(p)); err != nil && !errors.Is(err, unix.EEXIST) {
+		if _, err := s.linkIn(rw, first, dir, path.Base(p)); err != nil && !errors.Is(err, unix.EEXIST) {
 			return nil, err
 		}
 	}
@@ -153,21 +153,20 @@ func (s *Stack) copyUpLinkSet(e *Entry) (*Entry, error) {
 	return s.Resolve(e.Path)
 }
 
-// linkInUpper links the upper object up as name in dir (copied up first),
-// replacing a whiteout there, and returns the new name's entry.
-func (s *Stack) linkInUpper(up *Entry, dir *Entry, name string) (*Entry, error) {
-	dirUp, err := s.CopyUp(dir)
+// linkIn links obj, whose copy is in rw, as name in dir (copied into rw
+// first), replacing a whiteout there, and returns the new name's entry.
+func (s *Stack) linkIn(rw *rwBranch, obj *Entry, dir *Entry, name string) (*Entry, error) {
+	dirUp, err := s.copyUpTo(dir, rw)
 	if err != nil {
 		return nil, err
 	}
-	work := s.w.engine.Work.FD()
-	err = withParent(up.Top(), func(srcDir int, srcName string) error {
-		return s.withUpperDir(dirUp, func(dstDir int) error {
-			tmp := s.w.engine.Work.TempName()
-			if err := unix.Linkat(srcDir, srcName, work, tmp, 0); err != nil {
+	err = withParent(obj.Top(), func(srcDir int, srcName string) error {
+		return s.withDirIn(dirUp, rw, func(dstDir int, markers whiteout.DirMarkers) error {
+			tmp := rw.tempName()
+			if err := unix.Linkat(srcDir, srcName, rw.work(), tmp, 0); err != nil {
 				return err
 			}
-			return s.place(dirUp, dstDir, name, tmp, false)
+			return s.place(rw, markers, dstDir, name, tmp, false)
 		})
 	})
 	if err != nil {

@@ -72,7 +72,8 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 	if err != nil {
 		return err
 	}
-	newUp, err := s.CopyUp(newDir)
+	upper := s.w.upper
+	newUp, err := s.copyUpTo(newDir, upper)
 	if err != nil {
 		return err
 	}
@@ -80,29 +81,29 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 	if err != nil {
 		return err
 	}
-	leaveWhiteout, err := s.lowerShows(oldUp, oldName)
+	leaveWhiteout, err := s.shownBelow(oldUp, oldName, upper)
 	if err != nil {
 		return err
 	}
-	lowerAtNew, err := s.lowerShows(newUp, newName)
+	lowerAtNew, err := s.shownBelow(newUp, newName, upper)
 	if err != nil {
 		return err
 	}
-	return s.withUpperDir(oldUp, func(oldFD int) error {
-		return s.withUpperDir(newUp, func(newFD int) error {
+	return s.withDirIn(oldUp, upper, func(oldFD int, _ whiteout.DirMarkers) error {
+		return s.withDirIn(newUp, upper, func(newFD int, newMarkers whiteout.DirMarkers) error {
 			if src.IsDir() && lowerAtNew && !srcRedirected {
 				if err := s.makeOpaque(oldFD, oldName); err != nil {
 					return err
 				}
 			}
-			if exists && dst.IsDir() && dst.Top().Branch == s.w.upper {
+			if exists && dst.IsDir() && dst.Top().Branch == upper.Branch {
 				// rename(2) replaces only an empty directory: the upper
 				// copy of an empty merged directory may hold markers.
-				if err := s.discard(newFD, newName, true); err != nil {
+				if err := s.discard(upper, newFD, newName, true); err != nil {
 					return err
 				}
 			}
-			return s.moveInUpper(oldUp, oldFD, oldName, newUp, newFD, newName, src.IsDir(), leaveWhiteout)
+			return s.moveInUpper(oldFD, oldName, newMarkers, newFD, newName, src.IsDir(), leaveWhiteout)
 		})
 	})
 }
@@ -113,7 +114,7 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 // directory redirected before keeps its redirect: it already points there.
 // It reports whether the directory carries a redirect.
 func (s *Stack) prepareMove(e *Entry) (redirected bool, err error) {
-	up, err := s.CopyUp(e)
+	up, err := s.copyUpTo(e, s.w.upper)
 	if err != nil || !up.IsDir() || len(up.Layers) < 2 {
 		return false, err
 	}
@@ -134,8 +135,8 @@ func (s *Stack) prepareMove(e *Entry) (redirected bool, err error) {
 
 // moveInUpper renames within the upper branch, replacing a whiteout at
 // the new name and leaving one at the old name when asked.
-func (s *Stack) moveInUpper(oldUp *Entry, oldFD int, oldName string, newUp *Entry, newFD int, newName string, isDir, leaveWhiteout bool) error {
-	l, err := whiteout.LookupName(newFD, newName, newUp.Top().Markers)
+func (s *Stack) moveInUpper(oldFD int, oldName string, newMarkers whiteout.DirMarkers, newFD int, newName string, isDir, leaveWhiteout bool) error {
+	l, err := whiteout.LookupName(newFD, newName, newMarkers)
 	if err != nil {
 		return err
 	}
@@ -212,16 +213,17 @@ func (s *Stack) exchange(a, b *Entry) error {
 		return err
 	}
 	aName, bName := a.Name(), b.Name()
-	lowerAtB, err := s.lowerShows(bDir, bName)
+	upper := s.w.upper
+	lowerAtB, err := s.shownBelow(bDir, bName, upper)
 	if err != nil {
 		return err
 	}
-	lowerAtA, err := s.lowerShows(aDir, aName)
+	lowerAtA, err := s.shownBelow(aDir, aName, upper)
 	if err != nil {
 		return err
 	}
-	return s.withUpperDir(aDir, func(aFD int) error {
-		return s.withUpperDir(bDir, func(bFD int) error {
+	return s.withDirIn(aDir, upper, func(aFD int, _ whiteout.DirMarkers) error {
+		return s.withDirIn(bDir, upper, func(bFD int, _ whiteout.DirMarkers) error {
 			if a.IsDir() && lowerAtB && !aRedirected {
 				if err := s.makeOpaque(aFD, aName); err != nil {
 					return err

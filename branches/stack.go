@@ -255,7 +255,7 @@ func (s *Stack) Close() error {
 	}
 	s.closed = true
 	if s.w != nil {
-		s.w.engine.Work.Close()
+		s.w.close()
 	}
 	for _, b := range s.branches {
 		unix.Close(b.fd)

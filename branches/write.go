@@ -30,8 +30,11 @@ var ErrReadOnly = fmt.Errorf("read-only union: %w", unix.EROFS)
 const aufsWorkdir = whiteout.AufsMetaPrefix + "strata"
 
 type writeState struct {
-	upper  *Branch
-	engine *cow.Engine
+	// upper is the topmost rw branch: new names go there.
+	upper *rwBranch
+	// rw holds every rw branch: a change to an existing object goes to the
+	// nearest one at or above the branch that serves it.
+	rw map[*Branch]*rwBranch
 	// ns is the xattr namespace of the union's own attributes: "trusted."
 	// as root, "user." otherwise.
 	ns string
@@ -45,33 +48,79 @@ type writeState struct {
 	mkWhiteout func(w whiteout.Writer, dirFD int, name string) error
 }
 
+// rwBranch is a writable branch with the workdir its changes are built in
+// (on its filesystem, so that a rename moves them into place).
+type rwBranch struct {
+	*Branch
+	engine *cow.Engine
+}
+
+func (r *rwBranch) work() int        { return r.engine.Work.FD() }
+func (r *rwBranch) tempName() string { return r.engine.Work.TempName() }
+
+// openWriteState opens a workdir for every rw branch: the workdir= given
+// for the topmost one, <branch>/.wh..wh.strata otherwise (only the aufs
+// syntax has several rw branches, or none given).
 func (s *Stack) openWriteState() (*writeState, error) {
-	upper := s.Upper()
-	if upper == nil {
+	if s.Upper() == nil {
 		return nil, nil
-	}
-	workParent := s.workdir
-	if workParent == "" {
-		// Only the aufs syntax gets here: overlay syntax requires workdir=.
-		workParent = filepath.Join(upper.Path, aufsWorkdir)
-		if err := os.Mkdir(workParent, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return nil, &BranchError{Role: string(upper.Role), Path: upper.Given, Err: ErrWorkdir, Detail: err.Error()}
-		}
-	}
-	work, err := cow.OpenWorkdir(workParent)
-	if err != nil {
-		return nil, &BranchError{Role: "workdir", Path: workParent, Err: ErrWorkdir, Detail: err.Error()}
 	}
 	ns := "user."
 	if os.Geteuid() == 0 {
 		ns = "trusted."
 	}
-	return &writeState{
-		upper:  upper,
-		engine: &cow.Engine{Work: work, Volatile: s.opts.Volatile},
-		ns:     ns,
-		format: s.opts.Whiteout,
-	}, nil
+	w := &writeState{rw: map[*Branch]*rwBranch{}, ns: ns, format: s.opts.Whiteout}
+	for _, b := range s.branches {
+		if b.Perm != RW {
+			continue
+		}
+		workParent := s.workdir
+		if workParent == "" || w.upper != nil {
+			workParent = filepath.Join(b.Path, aufsWorkdir)
+			if err := os.Mkdir(workParent, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+				w.close()
+				return nil, &BranchError{Role: string(b.Role), Path: b.Given, Err: ErrWorkdir, Detail: err.Error()}
+			}
+		}
+		work, err := cow.OpenWorkdir(workParent)
+		if err != nil {
+			w.close()
+			return nil, &BranchError{Role: "workdir", Path: workParent, Err: ErrWorkdir, Detail: err.Error()}
+		}
+		r := &rwBranch{Branch: b, engine: &cow.Engine{Work: work, Volatile: s.opts.Volatile}}
+		w.rw[b] = r
+		if w.upper == nil {
+			w.upper = r
+		}
+	}
+	return w, nil
+}
+
+func (w *writeState) close() {
+	for _, r := range w.rw {
+		r.engine.Work.Close()
+	}
+}
+
+// nearestRW is where changes to an object served by b land: b itself when
+// it is rw, else the nearest rw branch above it (nil when there is none).
+func (s *Stack) nearestRW(b *Branch) *rwBranch {
+	for i := b.Index; i >= 0; i-- {
+		if r, ok := s.w.rw[s.branches[i]]; ok {
+			return r
+		}
+	}
+	return nil
+}
+
+// layerIn returns e's copy in branch b, if e has one.
+func layerIn(e *Entry, b *Branch) (Layer, bool) {
+	for _, l := range e.Layers {
+		if l.Branch == b {
+			return l, true
+		}
+	}
+	return Layer{}, false
 }
 
 // Writable reports whether the stack takes writes.
@@ -150,37 +199,47 @@ func (s *Stack) CopyUp(e *Entry) (*Entry, error) {
 	if err := s.checkWritable(); err != nil {
 		return nil, err
 	}
-	if e.Top().Branch == s.w.upper {
+	return s.copyUpTo(e, s.nearestRW(e.Top().Branch))
+}
+
+// copyUpTo makes sure e has a copy in the rw branch rw (a directory: any
+// merged copy there; a non-directory: the serving one), copying its
+// parents into rw first.
+func (s *Stack) copyUpTo(e *Entry, rw *rwBranch) (*Entry, error) {
+	if rw == nil {
+		return nil, fmt.Errorf("%s: no rw branch at or above %s: %w", e.Path, e.Top().Branch.Given, ErrReadOnly)
+	}
+	if _, ok := layerIn(e, rw.Branch); ok && (e.IsDir() || e.Top().Branch == rw.Branch) {
 		return e, nil
 	}
 	if isLowerLinkSet(e) {
-		return s.copyUpLinkSet(e)
+		return s.copyUpLinkSet(e, rw)
 	}
 	var extra map[string][]byte
 	if !e.IsDir() {
 		// The copy takes the object's place, so it takes its number.
 		extra = map[string][]byte{s.inoXattr(): encodeIno(e.Ino)}
 	}
-	return s.copyUpOne(e, extra)
+	return s.copyUpOne(e, rw, extra)
 }
 
-// copyUpOne copies e alone up (its parents first), setting extra xattrs on
-// the copy before it shows.
-func (s *Stack) copyUpOne(e *Entry, extra map[string][]byte) (*Entry, error) {
+// copyUpOne copies e alone into rw (its parents first), setting extra
+// xattrs on the copy before it shows.
+func (s *Stack) copyUpOne(e *Entry, rw *rwBranch, extra map[string][]byte) (*Entry, error) {
 	parent, err := s.Resolve(path.Dir(e.Path))
 	if err != nil {
 		return nil, err
 	}
-	if parent, err = s.CopyUp(parent); err != nil {
+	if parent, err = s.copyUpTo(parent, rw); err != nil {
 		return nil, err
 	}
 	name := e.Name()
 	err = withParent(e.Top(), func(srcDir int, srcName string) error {
-		return s.withUpperDir(parent, func(dstDir int) error {
+		return s.withDirIn(parent, rw, func(dstDir int, _ whiteout.DirMarkers) error {
 			if srcName != name {
 				return fmt.Errorf("copy-up %s: source name %s differs", e.Path, srcName)
 			}
-			_, err := s.w.engine.Up(srcDir, dstDir, name, extra)
+			_, err := rw.engine.Up(srcDir, dstDir, name, extra)
 			if errors.Is(err, unix.EEXIST) {
 				return nil // a concurrent copy-up won the race
 			}
@@ -193,29 +252,35 @@ func (s *Stack) copyUpOne(e *Entry, extra map[string][]byte) (*Entry, error) {
 	return s.Lookup(parent, name)
 }
 
-// withUpperDir runs fn with an O_PATH descriptor of dir's upper copy, which
-// must exist (CopyUp first).
-func (s *Stack) withUpperDir(dir *Entry, fn func(dirFD int) error) error {
-	top := dir.Top()
-	if top.Branch != s.w.upper {
-		return fmt.Errorf("%s has no upper copy", dir.Path)
+// withDirIn runs fn with an O_PATH descriptor of dir's copy in rw, which
+// must exist (copyUpTo first), and that copy's markers.
+func (s *Stack) withDirIn(dir *Entry, rw *rwBranch, fn func(dirFD int, markers whiteout.DirMarkers) error) error {
+	l, ok := layerIn(dir, rw.Branch)
+	if !ok {
+		return fmt.Errorf("%s has no copy in %s", dir.Path, rw.Given)
 	}
-	fd, err := sys.OpenDirBeneath(s.w.upper.fd, top.Path)
+	fd, err := sys.OpenDirBeneath(rw.fd, l.Path)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	return fn(fd)
+	return fn(fd, l.Markers)
 }
 
-// lowerShows reports whether a branch below the upper shows name in dir
-// (dir already copied up): that is when a removal must leave a whiteout,
-// and when a new directory must be opaque.
-func (s *Stack) lowerShows(dirUp *Entry, name string) (bool, error) {
-	if len(dirUp.Layers) < 2 {
+// shownBelow reports whether a branch below rw shows name in dir (dir
+// already copied into rw): that is when a removal must leave a whiteout,
+// and when a directory landing there must be opaque.
+func (s *Stack) shownBelow(dir *Entry, name string, rw *rwBranch) (bool, error) {
+	var layers []Layer
+	for _, l := range dir.Layers {
+		if l.Branch.Index > rw.Index {
+			layers = append(layers, l)
+		}
+	}
+	if len(layers) == 0 {
 		return false, nil
 	}
-	below := &Entry{Path: dirUp.Path, Layers: dirUp.Layers[1:], St: dirUp.St}
+	below := &Entry{Path: dir.Path, Layers: layers, St: dir.St}
 	_, err := s.lookup(below, name, nil)
 	if errors.Is(err, ErrNotExist) {
 		return false, nil
@@ -257,7 +322,8 @@ func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, err
 		// A char device 0/0 is a whiteout: refused, as by kernel overlay.
 		return nil, -1, fmt.Errorf("%s: %w", path.Join(dir.Path, name), unix.EPERM)
 	}
-	dirUp, err := s.CopyUp(dir)
+	rw := s.w.upper
+	dirUp, err := s.copyUpTo(dir, rw)
 	if err != nil {
 		return nil, -1, err
 	}
@@ -270,13 +336,13 @@ func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, err
 		}
 	}
 	fd := -1
-	err = s.withUpperDir(dirUp, func(dirFD int) error {
-		tmp, f, err := s.buildNew(obj)
+	err = s.withDirIn(dirUp, rw, func(dirFD int, markers whiteout.DirMarkers) error {
+		tmp, f, err := s.buildNew(rw, obj)
 		if err != nil {
 			return err
 		}
 		fd = f
-		err = s.place(dirUp, dirFD, name, tmp, obj.Mode&unix.S_IFMT == unix.S_IFDIR)
+		err = s.place(rw, markers, dirFD, name, tmp, obj.Mode&unix.S_IFMT == unix.S_IFDIR)
 		if err != nil && fd >= 0 {
 			unix.Close(fd)
 			fd = -1
@@ -296,9 +362,9 @@ func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, err
 
 // buildNew makes the object under a temp name in the workdir, owned by
 // its creator.
-func (s *Stack) buildNew(obj NewObject) (tmp string, fd int, err error) {
-	work := s.w.engine.Work.FD()
-	tmp = s.w.engine.Work.TempName()
+func (s *Stack) buildNew(rw *rwBranch, obj NewObject) (tmp string, fd int, err error) {
+	work := rw.work()
+	tmp = rw.tempName()
 	fd = -1
 	perm := obj.Mode & 0o7777
 	switch obj.Mode & unix.S_IFMT {
@@ -337,9 +403,9 @@ func (s *Stack) buildNew(obj NewObject) (tmp string, fd int, err error) {
 // place moves the temp object tmp into the upper directory dirFD as name,
 // replacing a whiteout there. A directory placed over a whiteout is made
 // opaque first, so the lower copies it replaces stay hidden.
-func (s *Stack) place(dirUp *Entry, dirFD int, name, tmp string, isDir bool) error {
-	work := s.w.engine.Work.FD()
-	l, err := whiteout.LookupName(dirFD, name, dirUp.Top().Markers)
+func (s *Stack) place(rw *rwBranch, markers whiteout.DirMarkers, dirFD int, name, tmp string, isDir bool) error {
+	work := rw.work()
+	l, err := whiteout.LookupName(dirFD, name, markers)
 	if err != nil {
 		return err
 	}
@@ -452,35 +518,38 @@ func (s *Stack) Remove(dir *Entry, name string, isDir bool) error {
 			return fmt.Errorf("%s: %w", full, unix.ENOTEMPTY)
 		}
 	}
-	dirUp, err := s.CopyUp(dir)
+	// The change lands where the object is when that branch is rw, else
+	// in the nearest rw branch above it.
+	rw := s.nearestRW(e.Top().Branch)
+	dirIn, err := s.copyUpTo(dir, rw)
 	if err != nil {
 		return err
 	}
-	needWhiteout, err := s.lowerShows(dirUp, name)
+	needWhiteout, err := s.shownBelow(dirIn, name, rw)
 	if err != nil {
 		return err
 	}
-	inUpper := e.Top().Branch == s.w.upper
-	return s.withUpperDir(dirUp, func(dirFD int) error {
+	inRW := e.Top().Branch == rw.Branch
+	return s.withDirIn(dirIn, rw, func(dirFD int, _ whiteout.DirMarkers) error {
 		switch {
-		case !inUpper:
+		case !inRW:
 			_, err := s.writeWhiteout(dirFD, name)
 			return err
 		case !needWhiteout:
-			return s.discard(dirFD, name, isDir)
+			return s.discard(rw, dirFD, name, isDir)
 		}
-		return s.replaceWithWhiteout(dirFD, name, isDir)
+		return s.replaceWithWhiteout(rw, dirFD, name, isDir)
 	})
 }
 
 // discard removes an upper object that nothing below shows: moved into the
 // workdir first (atomic), then deleted there with its markers.
-func (s *Stack) discard(dirFD int, name string, isDir bool) error {
+func (s *Stack) discard(rw *rwBranch, dirFD int, name string, isDir bool) error {
 	if !isDir {
 		return unix.Unlinkat(dirFD, name, 0)
 	}
-	work := s.w.engine.Work.FD()
-	tmp := s.w.engine.Work.TempName()
+	work := rw.work()
+	tmp := rw.tempName()
 	if err := unix.Renameat(dirFD, name, work, tmp); err != nil {
 		return err
 	}
@@ -489,12 +558,12 @@ func (s *Stack) discard(dirFD int, name string, isDir bool) error {
 
 // replaceWithWhiteout swaps an upper object for a whiteout, so that the
 // lower copies never show in between.
-func (s *Stack) replaceWithWhiteout(dirFD int, name string, isDir bool) error {
-	work := s.w.engine.Work.FD()
+func (s *Stack) replaceWithWhiteout(rw *rwBranch, dirFD int, name string, isDir bool) error {
+	work := rw.work()
 	if s.whiteoutWriter().Format == whiteout.Overlay {
 		// Build the whiteout in the workdir and exchange it with the
 		// object in one rename.
-		tmp := s.w.engine.Work.TempName()
+		tmp := rw.tempName()
 		format, err := s.writeWhiteout(work, tmp)
 		if err != nil {
 			return err
@@ -513,7 +582,7 @@ func (s *Stack) replaceWithWhiteout(dirFD int, name string, isDir bool) error {
 	if _, err := s.writeWhiteout(dirFD, name); err != nil {
 		return err
 	}
-	return s.discard(dirFD, name, isDir)
+	return s.discard(rw, dirFD, name, isDir)
 }
 
 // removeAll deletes name in dirFD and, for a directory, everything in it.

@@ -166,9 +166,11 @@ func (s *Stack) Link(e *Entry, newDir *Entry, newName string) (*Entry, error) {
 	} else if !errors.Is(err, ErrNotExist) {
 		return nil, err
 	}
-	up, err := s.CopyUp(e)
+	// A new name goes to the topmost rw branch, and a hard link must be
+	// in the branch of what it links to: the object goes there too.
+	up, err := s.copyUpTo(e, s.w.upper)
 	if err != nil {
 		return nil, err
 	}
-	return s.linkInUpper(up, newDir, newName)
+	return s.linkIn(s.w.upper, up, newDir, newName)
 }
