@@ -26,4 +26,5 @@ var (
 	_ = (fs.NodeListxattrer)((*Node)(nil))
 	_ = (fs.NodeSetxattrer)((*Node)(nil))
 	_ = (fs.NodeRemovexattrer)((*Node)(nil))
+	_ = (fs.NodeCopyFileRanger)((*Node)(nil))
 )

@@ -63,3 +63,23 @@ func newObject(ctx context.Context, mode uint32) branches.NewObject {
 	}
 	return obj
 }
+
+// CopyFileRange copies between two open files inside the kernel
+// (copy_file_range on the backing files, which may share extents). The
+// destination is open for writing, so it is an upper copy already.
+func (n *Node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode,
+	fhOut fs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	in, okIn := fhIn.(*fs.LoopbackFile)
+	dst, okOut := fhOut.(*fs.LoopbackFile)
+	if !okIn || !okOut {
+		return 0, syscall.ENOTSUP
+	}
+	fdIn, _ := in.PassthroughFd()
+	fdOut, _ := dst.PassthroughFd()
+	oi, oo := int64(offIn), int64(offOut)
+	count, err := unix.CopyFileRange(fdIn, &oi, fdOut, &oo, int(length), int(flags))
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	return uint32(count), 0
+}
