@@ -166,10 +166,7 @@ func hasChildren(m map[string]mobj, p string) bool {
 }
 
 // knownBadSeeds are sequences that hit a known bug; drop them once fixed.
-var knownBadSeeds = map[string]string{
-	"overlay/seed8":   "TestRenameDirUnderOpaqueLowerParent (a redirect reaches below an opaque lower dir)",
-	"overlay/seed570": "TestRenameDirUnderOpaqueLowerParent (a redirect reaches below an opaque lower dir)",
-}
+var knownBadSeeds = map[string]string{}
 
 func TestWriteRandomSequences(t *testing.T) {
 	seeds := 24

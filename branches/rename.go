@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -40,6 +41,9 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 		return err
 	}
 	full := path.Join(newDir.Path, newName)
+	if src.IsDir() && (newDir.Path == src.Path || strings.HasPrefix(newDir.Path, src.Path+"/")) {
+		return fmt.Errorf("%s: a directory cannot move into itself: %w", full, unix.EINVAL)
+	}
 	switch {
 	case flags&RenameNoReplace != 0 && exists:
 		return fmt.Errorf("%s: %w", full, unix.EEXIST)
@@ -157,14 +161,26 @@ func (s *Stack) moveInUpper(oldFD int, oldName string, newMarkers whiteout.DirMa
 			if err := unix.Renameat2(oldFD, oldName, newFD, newName, unix.RENAME_EXCHANGE); err != nil {
 				return err
 			}
-			if !leaveWhiteout || aufs {
-				return unix.Unlinkat(oldFD, oldName, 0)
+			// An xattr whiteout is one only in an opaque=x directory,
+			// which the old one need not be: replace it there.
+			if l.Hides == whiteout.OverlayXattr || !leaveWhiteout || aufs {
+				if err := unix.Unlinkat(oldFD, oldName, 0); err != nil {
+					return err
+				}
+			}
+			if l.Hides == whiteout.OverlayXattr && leaveWhiteout && !aufs {
+				_, err := s.writeWhiteout(oldFD, oldName)
+				return err
 			}
 			return nil
 		}
 		err = s.renameLeaving(oldFD, oldName, newFD, newName, leaveWhiteout && !aufs)
 	default:
 		err = s.renameLeaving(oldFD, oldName, newFD, newName, leaveWhiteout && !aufs)
+		if err != nil && leaveWhiteout && aufs {
+			// The rename failed: the object stays, so must its lower copies.
+			unix.Unlinkat(oldFD, whiteout.AufsName(oldName), 0)
+		}
 		if err == nil && l.Hides == whiteout.AufsFile {
 			// The moved object hides the lower copies by itself (a
 			// non-directory, or a directory made opaque above).

@@ -101,7 +101,8 @@ func (s *Stack) Resolve(p string) (*Entry, error) {
 		return nil, err
 	}
 	if p == "." || p == "" || p == "/" {
-		return e, nil
+		// The cached root's layers are fixed; its attributes are not.
+		return s.refresh(e)
 	}
 	for _, name := range strings.Split(strings.Trim(p, "/"), "/") {
 		if !e.IsDir() {
@@ -210,6 +211,21 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 		c := cands[i]
 		b := c.branch
 		rel := path.Join(c.parent, c.name)
+		if c.viaRedirect {
+			absent, stop, last, err := redirectPath(b, c.parent)
+			if err != nil {
+				return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
+			}
+			switch {
+			case stop:
+				cands = cands[:i] // nothing here or below contributes
+				continue
+			case absent:
+				continue
+			case last:
+				cands = cands[:i+1] // this branch, none below it
+			}
+		}
 		dfd, err := sys.OpenDirBeneath(b.fd, c.parent)
 		if err != nil {
 			if errors.Is(err, unix.ENOENT) || sys.IsNotDir(err) {
@@ -307,6 +323,53 @@ type candidate struct {
 	// markers of the parent copy, when it is a merged layer; nil when
 	// the parent was reached through a redirect and must be read.
 	markers *whiteout.DirMarkers
+	// viaRedirect: the path comes from a redirect, and the directories on
+	// the way to it must be checked in this branch (redirectPath).
+	viaRedirect bool
+}
+
+// redirectPath checks, in branch b, the directories on the way to a
+// redirect's parent path, as kernel overlay does: a whiteout or a
+// non-directory on the way ends the search in this and every lower
+// branch (stop); a missing directory only in this one (absent); an opaque
+// directory lets this branch contribute, but none below it (last).
+func redirectPath(b *Branch, parent string) (absent, stop, last bool, err error) {
+	cur := "."
+	for _, comp := range strings.Split(parent, "/") {
+		if comp == "." || comp == "" {
+			continue
+		}
+		pfd, err := sys.OpenDirBeneath(b.fd, cur)
+		if err != nil {
+			return false, false, false, err
+		}
+		m, err := whiteout.ReadDirMarkers(pfd, cur)
+		var l whiteout.Lookup
+		if err == nil {
+			l, err = whiteout.LookupName(pfd, comp, m)
+		}
+		unix.Close(pfd)
+		if err != nil {
+			return false, false, false, err
+		}
+		switch {
+		case !l.Present && l.Hides != whiteout.NoMarker:
+			return false, true, false, nil
+		case !l.Present:
+			return true, false, false, nil
+		case l.St.Mode&unix.S_IFMT != unix.S_IFDIR:
+			return false, true, false, nil
+		}
+		cur = path.Join(cur, comp)
+		cm, err := readMarkersAt(b.fd, cur)
+		if err != nil {
+			return false, false, false, err
+		}
+		if cm.Opaque != whiteout.NoMarker || l.Hides != whiteout.NoMarker {
+			last = true
+		}
+	}
+	return false, false, last, nil
 }
 
 // redirectCandidates are the places a redirected directory's lower copies
@@ -319,7 +382,7 @@ func (s *Stack) redirectCandidates(b *Branch, target string) []candidate {
 	}
 	var out []candidate
 	for _, lower := range s.branches[b.Index+1:] {
-		out = append(out, candidate{branch: lower, parent: parent, name: name})
+		out = append(out, candidate{branch: lower, parent: parent, name: name, viaRedirect: true})
 	}
 	return out
 }
