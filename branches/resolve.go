@@ -199,16 +199,12 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 		stopped *Cause // set once no lower copy can contribute
 	)
 	childPath := path.Join(dir.Path, name)
-	cands := make([]candidate, len(dir.Layers))
-	for i := range dir.Layers {
-		l := &dir.Layers[i]
-		cands[i] = candidate{branch: l.Branch, parent: l.Path, name: name, markers: &l.Markers}
-	}
-	for i := 0; i < len(cands); i++ {
+	cands := candidates{layers: dir.Layers, name: name, split: len(dir.Layers)}
+	for i := 0; i < cands.len(); i++ {
 		if stopped != nil && obs == nil {
 			break
 		}
-		c := cands[i]
+		c := cands.at(i)
 		b := c.branch
 		rel := path.Join(c.parent, c.name)
 		if c.viaRedirect {
@@ -218,12 +214,12 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 			}
 			switch {
 			case stop:
-				cands = cands[:i] // nothing here or below contributes
+				cands.truncate(i) // nothing here or below contributes
 				continue
 			case absent:
 				continue
 			case last:
-				cands = cands[:i+1] // this branch, none below it
+				cands.truncate(i + 1) // this branch, none below it
 			}
 		}
 		dfd, err := sys.OpenDirBeneath(b.fd, c.parent)
@@ -256,7 +252,8 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 		if isDir && stopped == nil && childMarkers.Redirect != "" && childMarkers.Redirect != rel {
 			// A renamed directory: its lower copies are at the redirect
 			// path in every branch below this one (kernel redirect_dir).
-			cands = append(cands[:i+1], s.redirectCandidates(b, childMarkers.Redirect)...)
+			cands.truncate(i + 1)
+			cands.extra = append(cands.extra, s.redirectCandidates(b, childMarkers.Redirect)...)
 		}
 		o := Observation{Branch: b, Type: l.St.Mode & unix.S_IFMT, Marker: l.Hides}
 		switch {
@@ -326,6 +323,35 @@ type candidate struct {
 	// viaRedirect: the path comes from a redirect, and the directories on
 	// the way to it must be checked in this branch (redirectPath).
 	viaRedirect bool
+}
+
+// candidates is the list of places a lookup visits, made on demand (a
+// name near the top costs nothing for the layers below it): first the
+// parent's layers, up to split; after a redirect, the redirect's places.
+type candidates struct {
+	layers []Layer
+	name   string
+	split  int // how many of layers are still candidates
+	extra  []candidate
+}
+
+func (cs *candidates) len() int { return cs.split + len(cs.extra) }
+
+func (cs *candidates) at(i int) candidate {
+	if i < cs.split {
+		l := &cs.layers[i]
+		return candidate{branch: l.Branch, parent: l.Path, name: cs.name, markers: &l.Markers}
+	}
+	return cs.extra[i-cs.split]
+}
+
+// truncate keeps the first n candidates.
+func (cs *candidates) truncate(n int) {
+	if n <= cs.split {
+		cs.split, cs.extra = n, nil
+		return
+	}
+	cs.extra = cs.extra[:n-cs.split]
 }
 
 // redirectPath checks, in branch b, the directories on the way to a
