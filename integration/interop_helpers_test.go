@@ -125,28 +125,7 @@ func assertBranchesUnchanged(t testing.TB, before []branchState) {
 
 // allXattrs lists every attribute of p (not following a symlink) as
 // name="value", sorted.
-func allXattrs(t testing.TB, p string) []string {
-	t.Helper()
-	size, err := unix.Llistxattr(p, nil)
-	if err == unix.ENOTSUP || size == 0 {
-		return nil
-	}
-	require.NoError(t, err, "listxattr %s", p)
-	buf := make([]byte, size)
-	size, err = unix.Llistxattr(p, buf)
-	require.NoError(t, err, "listxattr %s", p)
-	var out []string
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
-		vsize, err := unix.Lgetxattr(p, name, nil)
-		require.NoError(t, err, "getxattr %s %s", p, name)
-		val := make([]byte, vsize)
-		vsize, err = unix.Lgetxattr(p, name, val)
-		require.NoError(t, err, "getxattr %s %s", p, name)
-		out = append(out, fmt.Sprintf("%s=%q", name, val[:vsize]))
-	}
-	sort.Strings(out)
-	return out
-}
+func allXattrs(t testing.TB, p string) []string { return xattrsOf(t, p, "") }
 
 // fsNode is what the io/fs view of a union can tell about an object, and
 // what a walked Tree's Node is reduced to for comparing with it.

@@ -170,7 +170,11 @@ func sha256Hex(s string) string {
 }
 
 // userXattrs lists the user.* attributes of p (not following a symlink).
-func userXattrs(t testing.TB, p string) []string {
+func userXattrs(t testing.TB, p string) []string { return xattrsOf(t, p, "user.") }
+
+// xattrsOf lists the attributes of p whose names start with prefix (not
+// following a symlink) as name="value", sorted.
+func xattrsOf(t testing.TB, p, prefix string) []string {
 	t.Helper()
 	size, err := unix.Llistxattr(p, nil)
 	if err == unix.ENOTSUP || size == 0 {
@@ -181,8 +185,8 @@ func userXattrs(t testing.TB, p string) []string {
 	size, err = unix.Llistxattr(p, buf)
 	require.NoError(t, err, "listxattr %s", p)
 	var out []string
-	for _, name := range strings.Split(string(buf[:size]), "\x00") {
-		if !strings.HasPrefix(name, "user.") {
+	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
+		if !strings.HasPrefix(name, prefix) {
 			continue
 		}
 		vsize, err := unix.Lgetxattr(p, name, nil)
