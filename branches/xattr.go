@@ -63,7 +63,14 @@ func (s *Stack) Listxattr(e *Entry) ([]string, error) {
 	return out, nil
 }
 
-// Statfs reports the filesystem of the top branch: where new data goes.
+// Statfs reports the filesystem of the top branch (where new data goes),
+// with the name length reduced by the ".wh." prefix, as fuse-overlayfs
+// does, so that every name the union accepts can be whited out in aufs
+// form.
 func (s *Stack) Statfs(st *unix.Statfs_t) error {
-	return unix.Fstatfs(s.branches[0].fd, st)
+	if err := unix.Fstatfs(s.branches[0].fd, st); err != nil {
+		return err
+	}
+	st.Namelen -= int64(len(whiteout.AufsPrefix))
+	return nil
 }

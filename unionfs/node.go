@@ -125,9 +125,7 @@ func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
 	out.Files, out.Ffree = st.Files, st.Ffree
 	out.Bsize, out.Frsize = uint32(st.Bsize), uint32(st.Frsize)
-	// Leave room for the ".wh." prefix, as fuse-overlayfs does, so that
-	// every name the union accepts can also be whited out in aufs form.
-	out.NameLen = uint32(st.Namelen) - 4
+	out.NameLen = uint32(st.Namelen)
 	return 0
 }
 
