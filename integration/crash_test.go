@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -174,21 +175,34 @@ type daemon struct {
 	exited chan struct{}
 }
 
-// startForeground starts the daemon and waits until the mount is live.
+// startForeground starts the daemon and waits until it reports the mount
+// ready on STRATA_READY_FD. Waiting for mountinfo alone is not enough: a
+// SIGKILL while go-fuse still finishes its own setup (it opens a file on
+// the new mount) can leave the dying daemon waiting on its own mount for
+// ever, which is not what this test is about.
 func startForeground(t *testing.T, mnt, opts string) *daemon {
 	t.Helper()
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
 	d := &daemon{cmd: exec.Command(strataBin, "mount", "-f", "-o", opts, mnt), exited: make(chan struct{})}
 	var stderr bytes.Buffer
 	d.cmd.Stderr = &stderr
+	d.cmd.ExtraFiles = []*os.File{w}
+	d.cmd.Env = append(os.Environ(), "STRATA_READY_FD=3")
 	require.NoError(t, d.cmd.Start())
+	w.Close()
 	go func() { d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(func() {
 		d.stop(syscall.SIGKILL)
 		detach(t, mnt)
 	})
-	if !waitFor(func() bool { return len(mountsAt(t, mnt)) > 0 }) {
-		t.Fatalf("strata mount -f did not mount %s: %s", mnt, stderr.String())
+	require.NoError(t, r.SetReadDeadline(time.Now().Add(settleTimeout)))
+	msg, _ := io.ReadAll(r)
+	if string(msg) != "ok\n" {
+		t.Fatalf("strata mount -f did not report %s ready: %q; stderr: %s", mnt, msg, stderr.String())
 	}
+	require.NotEmpty(t, mountsAt(t, mnt), "ready, but nothing mounted at %s", mnt)
 	return d
 }
 

@@ -20,9 +20,12 @@ import (
 	"github.com/strata-fs/strata/whiteout"
 )
 
-// readyFDEnv tells a daemon child which descriptor to report readiness on.
-// It is an environment variable rather than a flag so that the child's
-// command line stays exactly the user's.
+// readyFDEnv names the descriptor on which the serving process reports
+// "ok" once the mount is fully up (go-fuse has finished its own setup), or
+// the error. The daemonizing parent uses it; so can anything that runs
+// "strata mount -f" and must not touch the mount before it is ready. It is
+// an environment variable rather than a flag so that the daemon's command
+// line stays exactly the user's.
 const readyFDEnv = "STRATA_READY_FD"
 
 type mountFlags struct {
@@ -70,15 +73,17 @@ func cmdMount(args []string) error {
 	if err != nil {
 		return err
 	}
-	if f.foreground || f.debug {
-		return serve(stack, mountpoint, f, nil)
-	}
+	var ready *os.File
 	if fdStr := os.Getenv(readyFDEnv); fdStr != "" {
 		var fd int
 		if _, err := fmt.Sscan(fdStr, &fd); err != nil {
+			stack.Close()
 			return fmt.Errorf("%s=%q: %v", readyFDEnv, fdStr, err)
 		}
-		return serve(stack, mountpoint, f, os.NewFile(uintptr(fd), "ready"))
+		ready = os.NewFile(uintptr(fd), "ready")
+	}
+	if f.foreground || f.debug || ready != nil {
+		return serve(stack, mountpoint, f, ready)
 	}
 	stack.Close()
 	return daemonize()
