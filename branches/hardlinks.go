@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -173,4 +174,47 @@ func (s *Stack) linkIn(rw *rwBranch, obj *Entry, dir *Entry, name string) (*Entr
 		return nil, err
 	}
 	return s.Lookup(dirUp, name)
+}
+
+// copyUpLinkSetsUnder copies up every lower hard-link set with a name
+// inside the directory dir, before dir is renamed with a redirect. Names
+// below a redirect cannot be found by their branch paths any more, so a
+// set split there would leave the union showing two objects with one
+// inode number; copied up first, the set is a set of plain upper links
+// wherever it moves. (Sets under a redirect the kernel wrote remain a
+// known limit.)
+func (s *Stack) copyUpLinkSetsUnder(dir *Entry) error {
+	for _, l := range dir.Layers {
+		if l.Branch.Perm == RW {
+			continue
+		}
+		m, err := l.Branch.linkMap()
+		if err != nil {
+			return err
+		}
+		prefix := l.Path + "/"
+		if l.Path == "." {
+			prefix = ""
+		}
+		for _, paths := range m {
+			for _, p := range paths {
+				if !strings.HasPrefix(p, prefix) {
+					continue
+				}
+				e, err := s.Resolve(path.Join(dir.Path, strings.TrimPrefix(p, prefix)))
+				if errors.Is(err, ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+					continue // hidden in the union
+				}
+				if err != nil {
+					return err
+				}
+				if isLowerLinkSet(e) && e.Top().Branch == l.Branch {
+					if _, err := s.CopyUp(e); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -125,6 +125,9 @@ func (s *Stack) prepareMove(e *Entry) (redirected bool, err error) {
 	if up.Top().Markers.Redirect != "" {
 		return true, nil
 	}
+	if err := s.copyUpLinkSetsUnder(up); err != nil {
+		return false, err
+	}
 	target := up.Layers[1].Path
 	err = withParent(up.Top(), func(dirFD int, name string) error {
 		fd, err := unix.Openat(dirFD, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)

@@ -208,18 +208,24 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 		b := c.branch
 		rel := path.Join(c.parent, c.name)
 		if c.viaRedirect {
-			absent, stop, last, err := redirectPath(b, c.parent)
+			w, err := redirectPath(b, c.parent)
 			if err != nil {
 				return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
 			}
 			switch {
-			case stop:
+			case w.stop:
 				cands.truncate(i) // nothing here or below contributes
 				continue
-			case absent:
-				continue
-			case last:
+			case w.last:
 				cands.truncate(i + 1) // this branch, none below it
+			case w.rebase != "":
+				// A directory on the way was renamed in this branch:
+				// below it, the path goes on from its redirect.
+				cands.truncate(i + 1)
+				cands.extra = append(cands.extra, s.redirectCandidates(b, path.Join(w.rebase, c.name))...)
+			}
+			if w.absent {
+				continue
 			}
 		}
 		dfd, err := sys.OpenDirBeneath(b.fd, c.parent)
@@ -354,20 +360,36 @@ func (cs *candidates) truncate(n int) {
 	cs.extra = cs.extra[:n-cs.split]
 }
 
+// pathWalk is what redirectPath found on the way to a redirect target in
+// one branch.
+type pathWalk struct {
+	// absent: a directory on the way is missing here (lower branches
+	// may still have it).
+	absent bool
+	// stop: a whiteout or a non-directory on the way ends the search in
+	// this and every lower branch.
+	stop bool
+	// last: an opaque directory on the way lets this branch contribute,
+	// but none below it.
+	last bool
+	// rebase: a directory on the way carries a redirect, so in the lower
+	// branches the parent path continues from there (empty: unchanged).
+	rebase string
+}
+
 // redirectPath checks, in branch b, the directories on the way to a
-// redirect's parent path, as kernel overlay does: a whiteout or a
-// non-directory on the way ends the search in this and every lower
-// branch (stop); a missing directory only in this one (absent); an opaque
-// directory lets this branch contribute, but none below it (last).
-func redirectPath(b *Branch, parent string) (absent, stop, last bool, err error) {
+// redirect's parent path, as kernel overlay does (see pathWalk).
+func redirectPath(b *Branch, parent string) (pathWalk, error) {
+	var w pathWalk
 	cur := "."
-	for _, comp := range strings.Split(parent, "/") {
+	comps := strings.Split(parent, "/")
+	for k, comp := range comps {
 		if comp == "." || comp == "" {
 			continue
 		}
 		pfd, err := sys.OpenDirBeneath(b.fd, cur)
 		if err != nil {
-			return false, false, false, err
+			return w, err
 		}
 		m, err := whiteout.ReadDirMarkers(pfd, cur)
 		var l whiteout.Lookup
@@ -376,26 +398,30 @@ func redirectPath(b *Branch, parent string) (absent, stop, last bool, err error)
 		}
 		unix.Close(pfd)
 		if err != nil {
-			return false, false, false, err
+			return w, err
 		}
 		switch {
 		case !l.Present && l.Hides != whiteout.NoMarker:
-			return false, true, false, nil
+			return pathWalk{stop: true}, nil
 		case !l.Present:
-			return true, false, false, nil
+			w.absent = true
+			return w, nil
 		case l.St.Mode&unix.S_IFMT != unix.S_IFDIR:
-			return false, true, false, nil
+			return pathWalk{stop: true}, nil
 		}
 		cur = path.Join(cur, comp)
 		cm, err := readMarkersAt(b.fd, cur)
 		if err != nil {
-			return false, false, false, err
+			return w, err
 		}
 		if cm.Opaque != whiteout.NoMarker || l.Hides != whiteout.NoMarker {
-			last = true
+			w.last = true
+		}
+		if cm.Redirect != "" {
+			w.rebase = path.Join(append([]string{cm.Redirect}, comps[k+1:]...)...)
 		}
 	}
-	return false, false, last, nil
+	return w, nil
 }
 
 // redirectCandidates are the places a redirected directory's lower copies
