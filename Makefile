@@ -10,7 +10,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Go's standard install location, for shells that do not have it on PATH.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build test lint deps unit integration demo bench install clean
+.PHONY: all build test lint deps unit integration demo bench bench-quick bench-deps bench-lib install clean
 
 all: build
 
@@ -38,9 +38,38 @@ integration: deps
 demo: build
 	./$(BIN) demo
 
-# Library-level benchmarks for now; the side-by-side comparison with kernel
-# overlay and the FUSE peers is tracked separately (see docs/PERFORMANCE.md).
-bench:
+# Side-by-side benchmarks (cmd/strata-bench): strata against a plain
+# directory, kernel overlay, fuse-overlayfs and unionfs-fuse on one fixture,
+# as a table with ratios to kernel overlay (see docs/PERFORMANCE.md). Needs
+# root and /dev/fuse; as root on Debian the peers are installed when missing.
+BENCH := bin/strata-bench
+
+bench-deps:
+	@missing=""; \
+	command -v fuse-overlayfs >/dev/null || missing="$$missing fuse-overlayfs"; \
+	command -v unionfs >/dev/null || command -v unionfs-fuse >/dev/null || missing="$$missing unionfs-fuse"; \
+	command -v fio >/dev/null || missing="$$missing fio"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "not installed:$$missing (those systems are reported as skipped)"; \
+		fi; \
+	fi
+
+# Quick sizes: about a minute on 2 cores (limit: 3 minutes).
+bench-quick: bench-deps build
+	$(GO) build -o $(BENCH) ./cmd/strata-bench
+	./$(BENCH) -quick -strata $(BIN)
+
+# Full sizes, then the library's lookup benchmarks.
+bench: bench-deps build
+	$(GO) build -o $(BENCH) ./cmd/strata-bench
+	./$(BENCH) -strata $(BIN)
+	$(MAKE) bench-lib
+
+bench-lib:
 	$(GO) test -run '^$$' -bench . -benchmem ./branches/
 
 install: build
