@@ -101,3 +101,36 @@ func TestRedirectThroughLowerRedirect(t *testing.T) {
 		t.Errorf("after the rename d holds %s, want f g", got)
 	}
 }
+
+// TestOpenCopiesUpOnlyForWriting: the copy-up trigger of open(2) lives in
+// the library (Stack.Open), not in the FUSE layer.
+func TestOpenCopiesUpOnlyForWriting(t *testing.T) {
+	base := t.TempDir()
+	mk(t, base, "l/f=lower")
+	s := writableStack(t, base, "l")
+	for _, tc := range []struct {
+		flags  int
+		copies bool
+	}{
+		{unix.O_RDONLY, false},
+		{unix.O_RDONLY | unix.O_NONBLOCK, false},
+		{unix.O_RDONLY | unix.O_TRUNC, true},
+		{unix.O_WRONLY, true},
+		{unix.O_RDWR | unix.O_APPEND, true},
+	} {
+		os.RemoveAll(filepath.Join(base, "u", "f"))
+		e, err := s.Resolve("f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, fd, copied, err := s.Open(e, tc.flags)
+		if err != nil {
+			t.Fatalf("Open(%#x): %v", tc.flags, err)
+		}
+		unix.Close(fd)
+		_, statErr := os.Lstat(filepath.Join(base, "u", "f"))
+		if copied != tc.copies || (statErr == nil) != tc.copies {
+			t.Errorf("Open(%#x): copied=%v, upper copy exists=%v; want %v", tc.flags, copied, statErr == nil, tc.copies)
+		}
+	}
+}

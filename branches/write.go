@@ -174,7 +174,7 @@ func (s *Stack) writeWhiteout(dirFD int, name string) (whiteout.Format, error) {
 }
 
 func (s *Stack) checkWritable() error {
-	if s.w == nil || s.opts.ReadOnly {
+	if !s.Writable() {
 		return ErrReadOnly
 	}
 	return nil

@@ -138,8 +138,19 @@ func (s *Stack) Removexattr(e *Entry, attr string) (*Entry, error) {
 	return up, err
 }
 
+// Open opens e with open(2) flags and says whether it copied e up: a
+// read-only open (no O_TRUNC) opens the serving copy and never copies up;
+// any other open copies up first (SEMANTICS.md, Copy-up).
+func (s *Stack) Open(e *Entry, flags int) (*Entry, int, bool, error) {
+	if flags&unix.O_ACCMODE == unix.O_RDONLY && flags&unix.O_TRUNC == 0 {
+		fd, err := s.OpenLayer(e.Top(), flags)
+		return e, fd, false, err
+	}
+	up, fd, err := s.OpenWrite(e, flags)
+	return up, fd, true, err
+}
+
 // OpenWrite opens e for writing (flags as open(2)), copying it up first.
-// Opening for reading only never copies up: use OpenLayer on e.Top().
 func (s *Stack) OpenWrite(e *Entry, flags int) (*Entry, int, error) {
 	up, err := s.CopyUp(e)
 	if err != nil {

@@ -16,25 +16,17 @@ import (
 const openFlagsKept = unix.O_ACCMODE | unix.O_APPEND | unix.O_TRUNC | unix.O_DIRECT |
 	unix.O_NOATIME | unix.O_NONBLOCK | unix.O_SYNC | unix.O_DSYNC
 
-// Open opens the serving copy. Opening for reading never copies a lower
-// file up; opening for writing, or with O_TRUNC, does (SEMANTICS.md,
-// Copy-up).
+// Open opens the object; branches.Stack.Open decides whether that copies
+// it up.
 func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	keep := int(flags) & openFlagsKept
-	e := n.current()
-	if keep&unix.O_ACCMODE == unix.O_RDONLY && keep&unix.O_TRUNC == 0 {
-		fd, err := n.u.stack.OpenLayer(e.Top(), keep)
-		if err != nil {
-			return nil, 0, toErrno(err)
-		}
-		return fs.NewLoopbackFile(fd), 0, 0
-	}
-	up, fd, err := n.u.stack.OpenWrite(e, keep)
+	e, fd, copied, err := n.u.stack.Open(n.current(), int(flags)&openFlagsKept)
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	n.set(up)
-	n.u.changed()
+	if copied {
+		n.set(e)
+		n.u.changed()
+	}
 	return fs.NewLoopbackFile(fd), 0, 0
 }
 
