@@ -30,7 +30,7 @@ type demoLayer struct {
 // the files say what to look for.
 var demoLayers = []demoLayer{
 	{"top", "overlay format: whiteouts are char devices 0/0, opaque dirs carry the overlay.opaque xattr", func(r string) error {
-		return firstErr(
+		return errors.Join(
 			writeFile(r, "etc/hostname", "top-host\n"),
 			mkWhiteout(r, "etc/old.conf", whiteout.Overlay),
 			mkWhiteout(r, "docs", whiteout.Overlay),
@@ -39,7 +39,7 @@ var demoLayers = []demoLayer{
 		)
 	}},
 	{"middle", "aufs/OCI format: whiteouts are .wh.<name> files, an opaque dir holds .wh..wh..opq", func(r string) error {
-		return firstErr(
+		return errors.Join(
 			writeFile(r, "etc/motd", "welcome from the middle layer\n"),
 			mkWhiteout(r, "app/data/b.txt", whiteout.Aufs),
 			writeFile(r, "app/data/c.txt", "c, added in the middle\n"),
@@ -49,7 +49,7 @@ var demoLayers = []demoLayer{
 		)
 	}},
 	{"base", "plain files: what an image's first layer looks like", func(r string) error {
-		return firstErr(
+		return errors.Join(
 			writeFile(r, "etc/hostname", "base-host\n"),
 			writeFile(r, "etc/motd", "welcome from base\n"),
 			writeFile(r, "etc/old.conf", "deprecated setting\n"),
@@ -427,5 +427,3 @@ func xattrNamespace() string {
 	}
 	return "user."
 }
-
-func firstErr(errs ...error) error { return errors.Join(errs...) }
