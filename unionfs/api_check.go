@@ -3,13 +3,14 @@ package unionfs
 import "github.com/hanwen/go-fuse/v2/fs"
 
 // Every FUSE operation Node serves; this list doubles as the inventory.
+// Listing goes through the handle OpendirHandle returns (dirHandle).
 // Data operations (read, write, fsync, flush, fallocate, lseek) go to the
 // open copy through go-fuse's loopback file.
 var (
 	_ = (fs.NodeLookuper)((*Node)(nil))
 	_ = (fs.NodeGetattrer)((*Node)(nil))
 	_ = (fs.NodeSetattrer)((*Node)(nil))
-	_ = (fs.NodeReaddirer)((*Node)(nil))
+	_ = (fs.NodeOpendirHandler)((*Node)(nil))
 	_ = (fs.NodeReadlinker)((*Node)(nil))
 	_ = (fs.NodeOpener)((*Node)(nil))
 	_ = (fs.NodeCreater)((*Node)(nil))

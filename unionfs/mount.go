@@ -18,7 +18,20 @@ type Config struct {
 	Debug bool
 	// Logger receives go-fuse's messages; nil means the standard logger.
 	Logger *log.Logger
+	// CacheTimeout is how long the kernel may keep names, attributes and
+	// absent names without asking; 0 means DefaultCacheTimeout.
+	CacheTimeout time.Duration
+	// NoPassthrough turns FUSE passthrough off: the daemon serves every
+	// read and write of an open file.
+	NoPassthrough bool
 }
+
+// DefaultCacheTimeout lets the kernel cache names and attributes for as
+// long as it likes, as kernel overlay does in its dcache and as
+// fuse-overlayfs does by default. Every change through the mount reaches
+// the kernel as it happens; changes made to the branches behind the
+// union's back are not promised to show (SEMANTICS.md), as with overlay.
+const DefaultCacheTimeout = 24 * time.Hour
 
 // Mount serves stack at mountpoint and returns once the kernel has the
 // mount (the FUSE INIT handshake is done). The caller owns stack and must
@@ -28,7 +41,10 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 	if err != nil {
 		return nil, err
 	}
-	timeout := time.Second
+	timeout := cfg.CacheTimeout
+	if timeout == 0 {
+		timeout = DefaultCacheTimeout
+	}
 	opts := &fs.Options{
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
@@ -66,7 +82,7 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 		}
 	}
 	mo.DirectMountFlags = flags
-	node := (&union{stack: stack}).newNode(root)
+	node := (&union{stack: stack, noPassthrough: cfg.NoPassthrough}).newNode(root)
 	server, err := fs.Mount(mountpoint, node, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)

@@ -20,6 +20,8 @@ type union struct {
 	// removals, renames). A node whose entry is older re-resolves it, since
 	// a change can give a directory a new upper copy or move a node.
 	gen atomic.Uint64
+	// noPassthrough keeps reads and writes of open files in the daemon.
+	noPassthrough bool
 }
 
 func (u *union) changed() { u.gen.Add(1) }

@@ -11,19 +11,67 @@ import (
 	"github.com/strata-fs/strata/branches"
 )
 
-// Readdir lists the merged directory. Each entry's d_ino is the inode
+// OpendirHandle opens the merged directory for listing. The kernel keeps
+// the listing in its cache (FOPEN_CACHE_DIR) until the directory changes
+// through the mount, as kernel overlay keeps its merged listings.
+func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{node: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// dirHandle is one open directory. The merged listing is resolved on the
+// first read (an opened directory is often never read), and READDIRPLUS
+// builds each child from the entry the listing resolved rather than
+// resolving the name again. go-fuse serialises calls on one handle.
+type dirHandle struct {
+	node    *Node
+	entries []*branches.Entry // nil until the first read
+	listed  bool
+	next    int // index of the next entry to return
+}
+
+var (
+	_ fs.FileReaddirenter = (*dirHandle)(nil)
+	_ fs.FileLookuper     = (*dirHandle)(nil)
+	_ fs.FileSeekdirer    = (*dirHandle)(nil)
+)
+
+// Readdirent returns the next entry. Each entry's d_ino is the inode
 // number Lookup gives the same name, because both come from the same
 // resolution in branches.
-func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	children, err := n.u.stack.ReadDir(n.current())
-	if err != nil {
-		return nil, toErrno(err)
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if !d.listed {
+		entries, err := d.node.u.stack.ReadDir(d.node.current())
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		d.entries, d.listed = entries, true
 	}
-	list := make([]fuse.DirEntry, len(children))
-	for i, c := range children {
-		list[i] = fuse.DirEntry{Name: c.Name(), Mode: c.St.Mode & unix.S_IFMT, Ino: c.Ino}
+	if d.next >= len(d.entries) {
+		return nil, 0
 	}
-	return fs.NewListDirStream(list), 0
+	e := d.entries[d.next]
+	d.next++
+	return &fuse.DirEntry{Name: e.Name(), Mode: e.St.Mode & unix.S_IFMT, Ino: e.Ino, Off: uint64(d.next)}, 0
+}
+
+// Lookup answers READDIRPLUS for the entry Readdirent just returned.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if d.next > 0 && d.next <= len(d.entries) {
+		if e := d.entries[d.next-1]; e.Name() == name {
+			return d.node.child(ctx, e, out)
+		}
+	}
+	return d.node.Lookup(ctx, name, out)
+}
+
+// Seekdir moves to offset off (the Off of the entry before it); 0 lists
+// the directory afresh, as rewinddir(3) expects.
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off == 0 {
+		d.entries, d.listed = nil, false
+	}
+	d.next = int(off)
+	return 0
 }
 
 // Mkdir makes a directory; over a whiteout it is opaque.

@@ -27,7 +27,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		n.set(e)
 		n.u.changed()
 	}
-	return fs.NewLoopbackFile(fd), 0, 0
+	return n.u.newFile(fd), 0, 0
 }
 
 // Create makes and opens a new regular file.
@@ -44,7 +44,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, errno
 	}
-	return child, fs.NewLoopbackFile(fd), 0, 0
+	return child, n.u.newFile(fd), 0, 0
 }
 
 // newObject describes an object made by the caller of ctx.
@@ -61,15 +61,13 @@ func newObject(ctx context.Context, mode uint32) branches.NewObject {
 // destination is open for writing, so it is an upper copy already.
 func (n *Node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode,
 	fhOut fs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
-	in, okIn := fhIn.(*fs.LoopbackFile)
-	dst, okOut := fhOut.(*fs.LoopbackFile)
+	in, okIn := fhIn.(*file)
+	dst, okOut := fhOut.(*file)
 	if !okIn || !okOut {
 		return 0, syscall.ENOTSUP
 	}
-	fdIn, _ := in.PassthroughFd()
-	fdOut, _ := dst.PassthroughFd()
 	oi, oo := int64(offIn), int64(offOut)
-	count, err := unix.CopyFileRange(fdIn, &oi, fdOut, &oo, int(length), int(flags))
+	count, err := unix.CopyFileRange(in.fd(), &oi, dst.fd(), &oo, int(length), int(flags))
 	if err != nil {
 		return 0, toErrno(err)
 	}

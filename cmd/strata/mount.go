@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -34,6 +35,10 @@ type mountFlags struct {
 	debug      bool
 	whiteout   string
 	readOnly   bool
+	// noPassthrough keeps file I/O in the daemon (for comparison and for
+	// kernels where passthrough misbehaves).
+	passthrough bool
+	cpuProfile  string
 }
 
 func cmdMount(args []string) error {
@@ -44,6 +49,8 @@ func cmdMount(args []string) error {
 	fl.BoolVarP(&f.debug, "debug", "d", false, "log every FUSE request to stderr (implies --foreground)")
 	fl.StringVar(&f.whiteout, "whiteout", "overlay", "whiteout format written to the upper: overlay or aufs")
 	fl.BoolVarP(&f.readOnly, "read-only", "r", false, "mount read-only even when there is a writable branch")
+	fl.BoolVar(&f.passthrough, "passthrough", true, "let the kernel do reads and writes of open files on the backing file (FUSE passthrough, where the kernel and privileges allow)")
+	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the daemon to `FILE` until it exits")
 	fl.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: strata mount [flags] -o OPTIONS MOUNTPOINT\n\nFlags:\n%s\n", fl.FlagUsages())
 		fmt.Fprint(os.Stderr, "Examples:\n  strata mount -o lowerdir=/l1:/l2,upperdir=/u,workdir=/w /mnt/merged\n  strata mount -o br=/u=rw:/l1=ro /mnt/merged\n")
@@ -137,7 +144,20 @@ func daemonize() error {
 func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.File) error {
 	defer stack.Close()
 	logger := log.New(os.Stderr, "strata: ", log.LstdFlags)
-	server, err := unionfs.Mount(stack, mountpoint, unionfs.Config{Debug: f.debug, Logger: logger})
+	if f.cpuProfile != "" {
+		stop, err := startCPUProfile(f.cpuProfile)
+		if err != nil {
+			if ready != nil {
+				fmt.Fprintln(ready, err)
+				ready.Close()
+			}
+			return err
+		}
+		defer stop()
+	}
+	server, err := unionfs.Mount(stack, mountpoint, unionfs.Config{
+		Debug: f.debug, Logger: logger, NoPassthrough: !f.passthrough,
+	})
 	if err != nil {
 		if ready != nil {
 			fmt.Fprintln(ready, err)
@@ -162,6 +182,20 @@ func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.Fil
 	}
 	server.Wait()
 	return nil
+}
+
+// startCPUProfile profiles the daemon into path until stop is called. The
+// file is created before the mount, so a bad path refuses the mount.
+func startCPUProfile(path string) (stop func(), err error) {
+	out, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("--cpuprofile %s: %w", path, err)
+	}
+	return func() { pprof.StopCPUProfile(); out.Close() }, nil
 }
 
 func cmdUmount(args []string) error {
