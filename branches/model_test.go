@@ -125,6 +125,7 @@ func compareModel(t testing.TB, w *wstack, model map[string]mobj, when string) {
 	t.Helper()
 	got := modelOf(t, w)
 	diffMaps(t, "union "+when, renderModel(model), renderModel(got))
+	checkDirNlinks(t, w, got, when)
 	byIno := map[uint64]string{}
 	for _, p := range slices.Sorted(maps.Keys(got)) {
 		g := got[p]
@@ -141,6 +142,29 @@ func compareModel(t testing.TB, w *wstack, model map[string]mobj, when string) {
 			model[p] = m
 		} else if m.ino != g.ino {
 			t.Errorf("%s: %s has Ino %d, was %d", when, p, g.ino, m.ino)
+		}
+	}
+}
+
+// checkDirNlinks checks every directory's link count (2 + visible
+// subdirectories, remembered across changes by the stack) against the
+// listing.
+func checkDirNlinks(t testing.TB, w *wstack, got map[string]mobj, when string) {
+	t.Helper()
+	subdirs := map[string]uint64{".": 0}
+	for p, o := range got {
+		if o.typ == "dir" {
+			subdirs[p] += 0
+			subdirs[path.Dir(p)]++
+		}
+	}
+	for p, n := range subdirs {
+		st, err := w.s.Attr(w.resolve(t, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Nlink != 2+n {
+			t.Errorf("%s: %s has nlink %d, want %d", when, p, st.Nlink, 2+n)
 		}
 	}
 }

@@ -7,8 +7,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/strata-fs/strata/internal/sys"
-	"github.com/strata-fs/strata/whiteout"
 )
 
 // Name is one name of a merged listing, with the type its topmost visible
@@ -26,38 +24,25 @@ func (s *Stack) Names(dir *Entry) ([]Name, error) {
 	if !dir.IsDir() {
 		return nil, fmt.Errorf("%s: %w", dir.Path, unix.ENOTDIR)
 	}
+	if dir.index != nil {
+		if err := s.ready(dir.index); err != nil {
+			return nil, fmt.Errorf("%s: %w", dir.Path, err)
+		}
+	}
 	seen := map[string]bool{} // decided by a higher copy, shown or not
 	var out []Name
 	for _, layer := range dir.Layers {
-		raw, err := sys.ReadDir(layer.Branch.fd, layer.Path)
-		if err != nil {
-			if errors.Is(err, unix.ENOENT) || sys.IsNotDir(err) {
-				continue // changed behind our back
-			}
-			return nil, fmt.Errorf("%s in %s: %w", dir.Path, layer.Branch.Path, err)
+		ll, cached := layerListing{}, false
+		if dir.index != nil {
+			ll, cached = dir.index.listing(layer)
 		}
-		var names []sys.DirEntry
-		var hidden map[string]whiteout.Kind
-		needFD := layer.Markers.XattrWhiteouts
-		for _, e := range raw {
-			if e.Type == unix.DT_UNKNOWN || e.Type == unix.DT_CHR {
-				needFD = true
-				break
-			}
-		}
-		dfd := -1
-		if needFD {
-			if dfd, err = sys.OpenDirBeneath(layer.Branch.fd, layer.Path); err != nil {
+		if !cached {
+			var err error
+			if ll.names, ll.hidden, err = listLayer(layer); err != nil {
 				return nil, fmt.Errorf("%s in %s: %w", dir.Path, layer.Branch.Path, err)
 			}
 		}
-		names, hidden, err = whiteout.Classify(dfd, raw, layer.Markers)
-		if dfd >= 0 {
-			unix.Close(dfd)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s in %s: %w", dir.Path, layer.Branch.Path, err)
-		}
+		names, hidden := ll.names, ll.hidden
 		for _, e := range names {
 			if !seen[e.Name] {
 				seen[e.Name] = true
@@ -83,8 +68,10 @@ func (s *Stack) ReadDir(dir *Entry) ([]*Entry, error) {
 		return nil, err
 	}
 	out := make([]*Entry, 0, len(names))
+	fds := newDirFDs()
+	defer fds.close()
 	for _, n := range names {
-		e, err := s.Lookup(dir, n.Name)
+		e, err := s.lookup(dir, n.Name, nil, fds)
 		if errors.Is(err, ErrNotExist) {
 			continue // vanished between the listing and the lookup
 		}
@@ -109,17 +96,29 @@ func (s *Stack) Nlink(e *Entry) (uint64, error) {
 	if !e.IsDir() {
 		return uint64(e.St.Nlink), nil
 	}
+	if e.index == nil && len(e.Layers) == 1 && e.Path != "." && e.St.Nlink >= 2 {
+		// A directory only in a writable branch: its own count is the
+		// union's, since no marker is a directory (the root may hold the
+		// aufs scratch directory). A filesystem that does not count
+		// subdirectories reports 1.
+		return uint64(e.St.Nlink), nil
+	}
+	cached, ok, changes := s.subdirs.get(e.Ino)
+	if ok {
+		return 2 + uint64(cached), nil
+	}
 	names, err := s.Names(e)
 	if err != nil {
 		return 0, err
 	}
-	n := uint64(2)
+	subdirs := 0
 	for _, c := range names {
 		if c.Type == unix.DT_DIR {
-			n++
+			subdirs++
 		}
 	}
-	return n, nil
+	s.subdirs.put(e.Ino, subdirs, changes)
+	return 2 + uint64(subdirs), nil
 }
 
 // Attr returns the attributes the union reports for e: the serving copy's,

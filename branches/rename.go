@@ -68,6 +68,12 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 			}
 		}
 	}
+	if src.IsDir() || exists && dst.IsDir() {
+		defer s.subdirs.changed(oldDir, newDir, dst)
+		if exists && dst.IsDir() && flags&RenameExchange == 0 {
+			defer s.dirs.forget(dst.Ino)
+		}
+	}
 	if flags&RenameExchange != 0 {
 		return s.exchange(src, dst)
 	}

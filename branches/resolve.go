@@ -39,6 +39,9 @@ type Entry struct {
 	Ino uint64
 	// storedIno is the number a copy-up recorded on an upper object.
 	storedIno uint64
+	// index caches what the read-only copies of a directory hold (nil:
+	// none, or not a directory).
+	index *dirIndex
 }
 
 // IsDir reports whether the entry is a directory.
@@ -83,6 +86,7 @@ func (s *Stack) resolveRoot() (*Entry, error) {
 		return nil, err
 	}
 	e.Ino = s.inos.number(uint64(bst.Dev), bst.Ino)
+	s.dirs.attach(e)
 	return e, nil
 }
 
@@ -90,7 +94,7 @@ func (s *Stack) resolveRoot() (*Entry, error) {
 // ErrNotExist when the union does not show the name (absent, whited out,
 // or a reserved marker name).
 func (s *Stack) Lookup(dir *Entry, name string) (*Entry, error) {
-	return s.lookup(dir, name, nil)
+	return s.lookup(dir, name, nil, nil)
 }
 
 // Resolve resolves a slash-separated union path from the root, without
@@ -181,7 +185,7 @@ func (o Observation) Reason() string {
 // the union does not show the name.
 func (s *Stack) Explain(dir *Entry, name string) (*Entry, []Observation, error) {
 	var obs []Observation
-	e, err := s.lookup(dir, name, &obs)
+	e, err := s.lookup(dir, name, &obs, nil)
 	if errors.Is(err, ErrNotExist) {
 		err = nil
 	}
@@ -189,8 +193,10 @@ func (s *Stack) Explain(dir *Entry, name string) (*Entry, []Observation, error) 
 }
 
 // lookup is the one resolution rule. When obs is not nil it keeps going
-// after the decision to record what lower branches held.
-func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, error) {
+// after the decision to record what lower branches held. fds, when not
+// nil, keeps the parent directories it opens for the next lookup in the
+// same directory (a listing resolves every name of one directory).
+func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation, fds *dirFDs) (*Entry, error) {
 	if whiteout.IsReserved(name) || name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
 		return nil, fmt.Errorf("%s: %w", path.Join(dir.Path, name), ErrNotExist)
 	}
@@ -203,6 +209,16 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 	for i := 0; i < cands.len(); i++ {
 		if stopped != nil && obs == nil {
 			break
+		}
+		if obs == nil && i < cands.split && dir.index != nil {
+			// Explain (obs) visits every copy; a lookup only those the
+			// index says may hold something at name.
+			if err := s.ready(dir.index); err != nil {
+				return nil, fmt.Errorf("%s: %w", childPath, err)
+			}
+			if i = dir.index.skip(dir.Layers, i, cands.split, name); i >= cands.len() {
+				break
+			}
 		}
 		c := cands.at(i)
 		b := c.branch
@@ -228,7 +244,7 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 				continue
 			}
 		}
-		dfd, err := sys.OpenDirBeneath(b.fd, c.parent)
+		dfd, err := fds.open(b, c.parent)
 		if err != nil {
 			if errors.Is(err, unix.ENOENT) || sys.IsNotDir(err) {
 				continue // not in this branch, or changed behind our back
@@ -240,7 +256,7 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 			// Reached through a redirect: this parent was never merged.
 			m, err := whiteout.ReadDirMarkers(dfd, c.parent)
 			if err != nil {
-				unix.Close(dfd)
+				fds.release(dfd)
 				return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
 			}
 			parentMarkers = &m
@@ -252,7 +268,7 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 			childMarkers, err = readMarkersAt(b.fd, rel)
 		}
 		if err != nil {
-			unix.Close(dfd)
+			fds.release(dfd)
 			return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
 		}
 		if isDir && stopped == nil && childMarkers.Redirect != "" && childMarkers.Redirect != rel {
@@ -307,7 +323,7 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 				stopped = &Cause{Branch: b, Marker: l.Hides}
 			}
 		}
-		unix.Close(dfd)
+		fds.release(dfd)
 		if obs != nil {
 			*obs = append(*obs, o)
 		}
@@ -316,7 +332,53 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 		return nil, fmt.Errorf("%s: %w", childPath, ErrNotExist)
 	}
 	found.Ino = s.identity(found)
+	if found.IsDir() {
+		s.dirs.attach(found)
+	}
 	return found, nil
+}
+
+// dirFDs keeps directory descriptors open across the lookups of one
+// listing. A nil *dirFDs opens and closes them each time.
+type dirFDs struct {
+	byPlace map[dirPlace]int
+	held    map[int]bool
+}
+
+type dirPlace struct {
+	branch *Branch
+	rel    string
+}
+
+func newDirFDs() *dirFDs { return &dirFDs{byPlace: map[dirPlace]int{}, held: map[int]bool{}} }
+
+func (d *dirFDs) open(b *Branch, rel string) (int, error) {
+	if d == nil {
+		return sys.OpenDirBeneath(b.fd, rel)
+	}
+	if fd, ok := d.byPlace[dirPlace{b, rel}]; ok {
+		return fd, nil
+	}
+	fd, err := sys.OpenDirBeneath(b.fd, rel)
+	if err == nil {
+		d.byPlace[dirPlace{b, rel}] = fd
+		d.held[fd] = true
+	}
+	return fd, err
+}
+
+// release closes fd unless d keeps it.
+func (d *dirFDs) release(fd int) {
+	if d == nil || !d.held[fd] {
+		unix.Close(fd)
+	}
+}
+
+// close closes every kept descriptor.
+func (d *dirFDs) close() {
+	for fd := range d.held {
+		unix.Close(fd)
+	}
 }
 
 // candidate is a place in one branch where a copy of a name may be.

@@ -54,6 +54,8 @@ type Stack struct {
 	branches []*Branch
 	workdir  string
 	inos     *inoTable
+	dirs     *dirIndexCache
+	subdirs  subdirCounts
 	root     *Entry
 	// w is the write state; nil for a read-only stack.
 	w       *writeState
@@ -94,7 +96,7 @@ func Open(o *Options, mountpoint string) (*Stack, error) {
 	if len(o.Branches) == 0 {
 		return nil, fmt.Errorf("%w: no branches", ErrOption)
 	}
-	s := &Stack{opts: o, inos: newInoTable()}
+	s := &Stack{opts: o, inos: newInoTable(), dirs: newDirIndexCache(dirIndexBudget)}
 	ok := false
 	var err error
 	defer func() {

@@ -280,8 +280,8 @@ func (s *Stack) shownBelow(dir *Entry, name string, rw *rwBranch) (bool, error) 
 	if len(layers) == 0 {
 		return false, nil
 	}
-	below := &Entry{Path: dir.Path, Layers: layers, St: dir.St}
-	_, err := s.lookup(below, name, nil)
+	below := &Entry{Path: dir.Path, Layers: layers, St: dir.St, index: dir.index}
+	_, err := s.lookup(below, name, nil, nil)
 	if errors.Is(err, ErrNotExist) {
 		return false, nil
 	}
@@ -351,6 +351,9 @@ func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, err
 	})
 	if err != nil {
 		return nil, -1, fmt.Errorf("%s: %w", path.Join(dir.Path, name), err)
+	}
+	if obj.Mode&unix.S_IFMT == unix.S_IFDIR {
+		s.subdirs.changed(dir, dirUp)
 	}
 	e, err := s.Lookup(dirUp, name)
 	if err != nil && fd >= 0 {
@@ -530,6 +533,10 @@ func (s *Stack) Remove(dir *Entry, name string, isDir bool) error {
 		return err
 	}
 	inRW := e.Top().Branch == rw.Branch
+	if isDir {
+		defer s.subdirs.changed(dir, dirIn, e)
+		defer s.dirs.forget(e.Ino)
+	}
 	return s.withDirIn(dirIn, rw, func(dirFD int, _ whiteout.DirMarkers) error {
 		switch {
 		case !inRW:
