@@ -174,8 +174,9 @@ type dirIndexCache struct {
 }
 
 // dirIndexBudget is how many names the cache holds at most (about 100
-// bytes each).
-const dirIndexBudget = 1 << 20
+// bytes each, so about 25 MiB): enough for the directories a workload is
+// in, small beside the daemon's memory target (docs/PERFORMANCE.md).
+const dirIndexBudget = 1 << 18
 
 func newDirIndexCache(budget int) *dirIndexCache {
 	return &dirIndexCache{byKey: map[dirKey]*dirIndex{}, recent: list.New(), budget: budget}
