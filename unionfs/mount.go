@@ -29,6 +29,9 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 		return nil, err
 	}
 	timeout := time.Second
+	if t := stack.Options().Compat.Timeout; t != nil {
+		timeout = *t // fuse-overlayfs's timeout=
+	}
 	opts := &fs.Options{
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
@@ -66,7 +69,7 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 		}
 	}
 	mo.DirectMountFlags = flags
-	node := (&union{stack: stack}).newNode(root)
+	node := (&union{stack: stack, owners: newOwners(stack.Options().Compat)}).newNode(root)
 	server, err := fs.Mount(mountpoint, node, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
