@@ -2,8 +2,12 @@ package main
 
 import (
 	"errors"
+	"os"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/strata-fs/strata/branches"
 )
 
 func TestParseMountProgramArgs(t *testing.T) {
@@ -56,5 +60,45 @@ func TestParseMountProgramArgsRefusals(t *testing.T) {
 		if isMountProgramCall(args) {
 			t.Errorf("isMountProgramCall(%q) = true, want false (no -o)", args)
 		}
+	}
+}
+
+// TestPodmanContract parses every argv podman was seen to give its mount
+// program (captured by integration/podman_test.go): each must parse, with
+// no option ignored, into the stack it describes.
+func TestPodmanContract(t *testing.T) {
+	data, err := os.ReadFile("../../integration/testdata/podman-mount-argv.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "[") {
+			continue
+		}
+		calls++
+		line = strings.NewReplacer("<store>", "/store", "<id>", "0123", "<link>", "LINK").Replace(line)
+		args := strings.Split(line, " | ")
+		f, mnt, err := parseMountProgramArgs(args)
+		if err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+		opts, err := branches.ParseOptions(f.options)
+		if err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+		if len(opts.Compat.Ignored) > 0 {
+			t.Errorf("%q: options ignored: %q", args, opts.Compat.Ignored)
+		}
+		_, hasUpper := opts.Upper()
+		if hasUpper != strings.Contains(line, "upperdir=") || !strings.HasSuffix(mnt, "/merged") {
+			t.Errorf("%q: parsed as %+v, mountpoint %q", args, opts, mnt)
+		}
+		if opts.Volatile != strings.Contains(line, "volatile") {
+			t.Errorf("%q: volatile %v", args, opts.Volatile)
+		}
+	}
+	if calls == 0 {
+		t.Fatal("the contract lists no calls")
 	}
 }
