@@ -60,27 +60,23 @@ type IDMap []IDRange
 // ToMount maps an id stored in a branch to the id the mount shows, and
 // reports whether a range covers it (fuse-overlayfs shows the overflow id
 // for ids no range covers).
-func (m IDMap) ToMount(id uint32) (uint32, bool) {
-	if len(m) == 0 {
-		return id, true
-	}
-	for _, r := range m {
-		if id >= r.From && id-r.From < r.Len {
-			return r.To + (id - r.From), true
-		}
-	}
-	return 0, false
-}
+func (m IDMap) ToMount(id uint32) (uint32, bool) { return m.translate(id, true) }
 
 // ToBranch maps an id of the mount (a caller's, a chown's) back to the id
 // stored in a branch, and reports whether a range covers it.
-func (m IDMap) ToBranch(id uint32) (uint32, bool) {
+func (m IDMap) ToBranch(id uint32) (uint32, bool) { return m.translate(id, false) }
+
+func (m IDMap) translate(id uint32, toMount bool) (uint32, bool) {
 	if len(m) == 0 {
 		return id, true
 	}
 	for _, r := range m {
-		if id >= r.To && id-r.To < r.Len {
-			return r.From + (id - r.To), true
+		from, to := r.From, r.To
+		if !toMount {
+			from, to = to, from
+		}
+		if id >= from && id-from < r.Len {
+			return to + (id - from), true
 		}
 	}
 	return 0, false

@@ -53,11 +53,11 @@ func podmanEndToEnd(t *testing.T, e *podmanEnv, mode string) {
 	}
 
 	t.Run("write, delete, nested mkdir; diff; commit", func(t *testing.T) {
-		out := run("--name", "c1", "localhost/strata-bb", "sh", "-c",
+		out := run("--name", "ctr-write", "localhost/strata-bb", "sh", "-c",
 			"echo hello > /newfile && rm /bin/mv && mkdir -p /a/b/c && test ! -e /bin/mv && echo done")
 		assert.Equal(t, "done\n", out)
-		assert.Equal(t, []string{"A /a", "A /a/b", "A /a/b/c", "A /newfile", "C /bin", "D /bin/mv"}, podmanDiff(t, e, "c1"))
-		e.mustPodman(t, "commit", "--quiet", "c1", "localhost/strata-bb-c1")
+		assert.Equal(t, []string{"A /a", "A /a/b", "A /a/b/c", "A /newfile", "C /bin", "D /bin/mv"}, podmanDiff(t, e, "ctr-write"))
+		e.mustPodman(t, "commit", "--quiet", "ctr-write", "localhost/strata-bb-c1")
 		// busybox runs applets from itself: probe the deleted one with test -e.
 		out = run("--rm", "localhost/strata-bb-c1", "sh", "-c",
 			`test "$(cat /newfile)" = hello && test ! -e /bin/mv && test -d /a/b/c && echo committed`)
@@ -65,9 +65,9 @@ func podmanEndToEnd(t *testing.T, e *podmanEnv, mode string) {
 	})
 
 	t.Run("directory deleted and made again", func(t *testing.T) {
-		run("--name", "c2", "localhost/strata-bb", "sh", "-c", "rm -rf /opq && mkdir /opq && echo new > /opq/new")
-		assert.Equal(t, []string{"A /opq/new", "C /opq", "D /opq/old"}, podmanDiff(t, e, "c2"))
-		e.mustPodman(t, "commit", "--quiet", "c2", "localhost/strata-bb-c2")
+		run("--name", "ctr-remade", "localhost/strata-bb", "sh", "-c", "rm -rf /opq && mkdir /opq && echo new > /opq/new")
+		assert.Equal(t, []string{"A /opq/new", "C /opq", "D /opq/old"}, podmanDiff(t, e, "ctr-remade"))
+		e.mustPodman(t, "commit", "--quiet", "ctr-remade", "localhost/strata-bb-c2")
 		assert.Equal(t, "new\n", run("--rm", "localhost/strata-bb-c2", "ls", "-A", "/opq"))
 	})
 
@@ -81,9 +81,9 @@ func podmanEndToEnd(t *testing.T, e *podmanEnv, mode string) {
 		assert.FileExists(t, filepath.Join(upper, "opq", ".wh..wh..opq"), "the layer's opaque marker as unpacked")
 		assert.Equal(t, "new\n", run("--rm", "localhost/strata-opq", "ls", "-A", "/opq"))
 
-		run("--name", "c3", "localhost/strata-opq", "sh", "-c", "echo more > /opq/more")
-		assert.Equal(t, []string{"A /opq/more", "C /opq"}, podmanDiff(t, e, "c3"))
-		e.mustPodman(t, "commit", "--quiet", "c3", "localhost/strata-opq-c3")
+		run("--name", "ctr-opaque", "localhost/strata-opq", "sh", "-c", "echo more > /opq/more")
+		assert.Equal(t, []string{"A /opq/more", "C /opq"}, podmanDiff(t, e, "ctr-opaque"))
+		e.mustPodman(t, "commit", "--quiet", "ctr-opaque", "localhost/strata-opq-c3")
 		assert.Equal(t, "more\nnew\n", run("--rm", "localhost/strata-opq-c3", "ls", "-A", "/opq"))
 	})
 
@@ -99,10 +99,12 @@ func podmanEndToEnd(t *testing.T, e *podmanEnv, mode string) {
 	})
 }
 
-// podmanDiff is `podman diff`, one change per element, sorted.
+// podmanDiff is `podman container diff`, one change per element, sorted.
+// (Plain `podman diff` also takes an image: a container name that is a
+// hex prefix of an image id, such as "c1", can name the image instead.)
 func podmanDiff(t *testing.T, e *podmanEnv, container string) []string {
 	t.Helper()
-	lines := strings.Split(strings.TrimSpace(e.mustPodman(t, "diff", container)), "\n")
+	lines := strings.Split(strings.TrimSpace(e.mustPodman(t, "container", "diff", container)), "\n")
 	sort.Strings(lines)
 	return lines
 }

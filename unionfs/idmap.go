@@ -18,10 +18,15 @@ import (
 // everything. It all happens at run time: nothing in a branch is chowned.
 // A nil *owners changes nothing.
 type owners struct {
-	uids, gids               branches.IDMap
-	squashUID, squashGID     *uint32
-	staticNlink              bool
-	overflowUID, overflowGID uint32
+	uid, gid    idTranslator
+	staticNlink bool
+}
+
+// idTranslator maps one kind of id (uids or gids).
+type idTranslator struct {
+	m        branches.IDMap
+	squash   *uint32
+	overflow uint32 // for ids no range covers, as in a user namespace
 }
 
 // newOwners returns nil when the options ask for no change.
@@ -30,16 +35,14 @@ func newOwners(c branches.Compat) *owners {
 		return nil
 	}
 	return &owners{
-		uids: c.UIDMap, gids: c.GIDMap,
-		squashUID: c.SquashUID, squashGID: c.SquashGID,
+		uid:         idTranslator{m: c.UIDMap, squash: c.SquashUID, overflow: overflowID("uid")},
+		gid:         idTranslator{m: c.GIDMap, squash: c.SquashGID, overflow: overflowID("gid")},
 		staticNlink: c.StaticNlink,
-		overflowUID: overflowID("uid"), overflowGID: overflowID("gid"),
 	}
 }
 
 // overflowID is the kernel's id for "not mapped here" (65534 unless the
-// sysctl says otherwise); an id no range covers shows as it, as in a user
-// namespace.
+// sysctl says otherwise).
 func overflowID(kind string) uint32 {
 	data, err := os.ReadFile("/proc/sys/kernel/overflow" + kind)
 	if err == nil {
@@ -50,24 +53,36 @@ func overflowID(kind string) uint32 {
 	return 65534
 }
 
-func (o *owners) showUID(id uint32) uint32 {
-	if o.squashUID != nil {
-		return *o.squashUID
+// show is the id the mount shows for an id stored in a branch.
+func (x idTranslator) show(id uint32) uint32 {
+	if x.squash != nil {
+		return *x.squash
 	}
-	if v, ok := o.uids.ToMount(id); ok {
+	if v, ok := x.m.ToMount(id); ok {
 		return v
 	}
-	return o.overflowUID
+	return x.overflow
 }
 
-func (o *owners) showGID(id uint32) uint32 {
-	if o.squashGID != nil {
-		return *o.squashGID
-	}
-	if v, ok := o.gids.ToMount(id); ok {
+// store is the id kept in a branch for an owner given through the mount;
+// an id no range covers is kept as the overflow id, as fuse-overlayfs
+// does.
+func (x idTranslator) store(id uint32) uint32 {
+	if v, ok := x.m.ToBranch(id); ok {
 		return v
 	}
-	return o.overflowGID
+	return x.overflow
+}
+
+// chown maps the owner a setattr asks for; a chown of a squashed owner is
+// dropped: it succeeds and changes nothing (the mount shows the squash id
+// whatever is stored), as with fuse-overlayfs.
+func (x idTranslator) chown(id *uint32) *uint32 {
+	if id == nil || x.squash != nil {
+		return nil
+	}
+	v := x.store(*id)
+	return &v
 }
 
 // attr turns attributes read from a branch into what the mount shows.
@@ -75,7 +90,7 @@ func (o *owners) attr(a *fuse.Attr) {
 	if o == nil {
 		return
 	}
-	a.Uid, a.Gid = o.showUID(a.Uid), o.showGID(a.Gid)
+	a.Uid, a.Gid = o.uid.show(a.Uid), o.gid.show(a.Gid)
 	if o.staticNlink && a.Mode&unix.S_IFMT == unix.S_IFDIR {
 		a.Nlink = 1
 	}
@@ -86,24 +101,7 @@ func (o *owners) stat(st *unix.Stat_t) {
 	if o == nil {
 		return
 	}
-	st.Uid, st.Gid = o.showUID(st.Uid), o.showGID(st.Gid)
-}
-
-// storeUID maps an owner given through the mount to the id kept in the
-// branch; an id no range covers is kept as the overflow id, as
-// fuse-overlayfs does.
-func (o *owners) storeUID(id uint32) uint32 {
-	if v, ok := o.uids.ToBranch(id); ok {
-		return v
-	}
-	return o.overflowUID
-}
-
-func (o *owners) storeGID(id uint32) uint32 {
-	if v, ok := o.gids.ToBranch(id); ok {
-		return v
-	}
-	return o.overflowGID
+	st.Uid, st.Gid = o.uid.show(st.Uid), o.gid.show(st.Gid)
 }
 
 // creator maps the owner of a new object to the branch's ids.
@@ -111,32 +109,15 @@ func (o *owners) creator(obj *branches.NewObject) {
 	if o == nil {
 		return
 	}
-	obj.Uid, obj.Gid = o.storeUID(obj.Uid), o.storeGID(obj.Gid)
+	obj.Uid, obj.Gid = o.uid.store(obj.Uid), o.gid.store(obj.Gid)
 }
 
-// setattr maps a chown to the branch's ids. A chown of a squashed owner
-// succeeds and changes nothing (the mount shows the squash id whatever is
-// stored), as with fuse-overlayfs. It reports whether anything is left
-// to change.
+// setattr maps a chown to the branch's ids and reports whether anything
+// is left to change.
 func (o *owners) setattr(a *branches.SetAttr) bool {
 	if o == nil {
 		return true
 	}
-	if a.Uid != nil {
-		if o.squashUID != nil {
-			a.Uid = nil
-		} else {
-			v := o.storeUID(*a.Uid)
-			a.Uid = &v
-		}
-	}
-	if a.Gid != nil {
-		if o.squashGID != nil {
-			a.Gid = nil
-		} else {
-			v := o.storeGID(*a.Gid)
-			a.Gid = &v
-		}
-	}
+	a.Uid, a.Gid = o.uid.chown(a.Uid), o.gid.chown(a.Gid)
 	return *a != branches.SetAttr{}
 }

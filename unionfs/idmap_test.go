@@ -26,7 +26,7 @@ func TestOwners(t *testing.T) {
 		{"no options: unchanged", nil, 5, 6, unix.S_IFREG, 5, 6, 3, 3},
 		{"mapped root", mapped, 0, 0, unix.S_IFREG, 1000, 1000, 1, 1},
 		{"mapped subordinate id", mapped, 33, 0, unix.S_IFREG, 100032, 1000, 1, 1},
-		{"unmapped ids show as overflow", mapped, 70000, 5, unix.S_IFREG, mapped.overflowUID, mapped.overflowGID, 1, 1},
+		{"unmapped ids show as overflow", mapped, 70000, 5, unix.S_IFREG, mapped.uid.overflow, mapped.gid.overflow, 1, 1},
 		{"squash wins, static_nlink on a directory", squashed, 0, 0, unix.S_IFDIR, 7, 8, 1, 5},
 		{"static_nlink leaves files alone", squashed, 3, 3, unix.S_IFREG, 7, 8, 2, 2},
 	}
@@ -46,7 +46,7 @@ func TestOwners(t *testing.T) {
 		t.Errorf("creator 100032:1000 stored as %d:%d, want 33:0", obj.Uid, obj.Gid)
 	}
 	a := branches.SetAttr{Uid: u32(1000), Gid: u32(5)}
-	if !mapped.setattr(&a) || *a.Uid != 0 || *a.Gid != mapped.overflowGID {
+	if !mapped.setattr(&a) || *a.Uid != 0 || *a.Gid != mapped.gid.overflow {
 		t.Errorf("chown 1000:5 stored as %d:%d, want 0:overflow", *a.Uid, *a.Gid)
 	}
 	sq := branches.SetAttr{Uid: u32(1), Gid: u32(2)}
