@@ -72,6 +72,10 @@ bench: bench-deps build
 bench-lib:
 	$(GO) test -run '^$$' -bench . -benchmem ./branches/
 
+# strata in $(PREFIX)/bin is all mount(8) and /etc/fstab need: for a type
+# fuse.strata, mount(8) runs mount.fuse3 (package fuse3), which runs
+# "strata SOURCE TARGET -o OPTIONS" from /usr/local/bin or /usr/bin
+# (docs/CONTAINERS.md). The same binary is podman's overlay.mount_program.
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/strata
 

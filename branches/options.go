@@ -76,6 +76,8 @@ type Options struct {
 	// Mount holds generic mount options handed on to the kernel
 	// (allow_other, default_permissions, ...), in order.
 	Mount []string
+	// Compat is what fuse-overlayfs's options asked for (options_compat.go).
+	Compat Compat
 }
 
 // Upper returns the top rw branch, if any.
@@ -163,6 +165,12 @@ func ParseOptions(items []string) (*Options, error) {
 			if key == "br" || strings.HasPrefix(kv, "br:") {
 				// aufs spells it both br= and br:
 				key, val, hasVal = "br", strings.TrimPrefix(strings.TrimPrefix(kv, "br="), "br:"), true
+			}
+			if handle, ok := compatOption(key); ok {
+				if err := handle(&o.Compat, o, kv, unquote(val), hasVal); err != nil {
+					return nil, err
+				}
+				continue
 			}
 			kind, ok := optionTable[key]
 			if !ok {

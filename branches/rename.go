@@ -124,6 +124,9 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 // directory redirected before keeps its redirect: it already points there.
 // It reports whether the directory carries a redirect.
 func (s *Stack) prepareMove(e *Entry) (redirected bool, err error) {
+	if err := s.checkRedirectAllowed(e); err != nil {
+		return false, err
+	}
 	up, err := s.copyUpTo(e, s.w.upper)
 	if err != nil || !up.IsDir() || len(up.Layers) < 2 {
 		return false, err

@@ -167,6 +167,9 @@ func Open(o *Options, mountpoint string) (*Stack, error) {
 	if err := s.checkWorkdir(); err != nil {
 		return nil, err
 	}
+	if err := s.checkBranchesWritable(); err != nil {
+		return nil, err
+	}
 	if s.root, err = s.resolveRoot(); err != nil {
 		return nil, err
 	}

@@ -65,10 +65,7 @@ func (s *Stack) openWriteState() (*writeState, error) {
 	if s.Upper() == nil {
 		return nil, nil
 	}
-	ns := "user."
-	if os.Geteuid() == 0 {
-		ns = "trusted."
-	}
+	ns := bookkeepingNamespace()
 	w := &writeState{rw: map[*Branch]*rwBranch{}, ns: ns, format: s.opts.Whiteout}
 	for _, b := range s.branches {
 		if b.Perm != RW {

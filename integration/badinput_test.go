@@ -85,25 +85,30 @@ func TestBadInput(t *testing.T) {
 			t.Cleanup(func() { unmountAndWait(t, s.mnt, true) })
 			before := walkTree(t, d, walkOptions{times: true})
 
-			res := runStrata(t, mountArgs(s.mnt, s.opts...)...)
-			t.Logf("exit %d, stderr: %s", res.ExitCode, res.Stderr)
-
-			assert.NotEqual(t, 0, res.ExitCode, "strata %q must refuse", res.Args)
-			assert.Empty(t, res.Stdout, "stdout")
-			lines := strings.Split(strings.TrimSuffix(res.Stderr, "\n"), "\n")
-			assert.True(t, len(lines) == 1 && strings.HasSuffix(res.Stderr, "\n") && lines[0] != "",
-				"stderr must be exactly one line, got %q", res.Stderr)
-			assert.True(t, strings.HasPrefix(res.Stderr, "strata: "), "stderr must start with \"strata: \", got %q", res.Stderr)
-			for _, w := range s.wants {
-				assert.Contains(t, res.Stderr, w, "the error must name the offending path or option")
-			}
-			assert.Empty(t, mountsAt(t, s.mnt), "nothing may be mounted at %s", s.mnt)
-			assert.Empty(t, processesFor(t, s.mnt), "no strata process may be left for %s", s.mnt)
+			assertRefused(t, runStrata(t, mountArgs(s.mnt, s.opts...)...), s.mnt, s.wants...)
 			after := walkTree(t, d, walkOptions{times: true})
 			after.Root = before.Root
 			assertSameTree(t, before, after, "branches before and after the refused mount")
 		})
 	}
+}
+
+// assertRefused checks a refused mount: non-zero exit, one line on
+// stderr naming each of wants, nothing mounted at mnt, no daemon left.
+func assertRefused(t *testing.T, res strataResult, mnt string, wants ...string) {
+	t.Helper()
+	t.Logf("exit %d, stderr: %s", res.ExitCode, res.Stderr)
+	assert.NotEqual(t, 0, res.ExitCode, "strata %q must refuse", res.Args)
+	assert.Empty(t, res.Stdout, "stdout")
+	lines := strings.Split(strings.TrimSuffix(res.Stderr, "\n"), "\n")
+	assert.True(t, len(lines) == 1 && strings.HasSuffix(res.Stderr, "\n") && lines[0] != "",
+		"stderr must be exactly one line, got %q", res.Stderr)
+	assert.True(t, strings.HasPrefix(res.Stderr, "strata: "), "stderr must start with \"strata: \", got %q", res.Stderr)
+	for _, w := range wants {
+		assert.Contains(t, res.Stderr, w, "the error must name the offending path or option")
+	}
+	assert.Empty(t, mountsAt(t, mnt), "nothing may be mounted at %s", mnt)
+	assert.Empty(t, processesFor(t, mnt), "no strata process may be left for %s", mnt)
 }
 
 // j joins path elements.

@@ -18,9 +18,6 @@ type Config struct {
 	Debug bool
 	// Logger receives go-fuse's messages; nil means the standard logger.
 	Logger *log.Logger
-	// CacheTimeout is how long the kernel may keep names, attributes and
-	// absent names without asking; 0 means DefaultCacheTimeout.
-	CacheTimeout time.Duration
 	// NoPassthrough turns FUSE passthrough off: the daemon serves every
 	// read and write of an open file.
 	NoPassthrough bool
@@ -41,9 +38,9 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 	if err != nil {
 		return nil, err
 	}
-	timeout := cfg.CacheTimeout
-	if timeout == 0 {
-		timeout = DefaultCacheTimeout
+	timeout := DefaultCacheTimeout
+	if t := stack.Options().Compat.Timeout; t != nil {
+		timeout = *t // fuse-overlayfs's timeout=
 	}
 	opts := &fs.Options{
 		EntryTimeout:    &timeout,
@@ -82,7 +79,8 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 		}
 	}
 	mo.DirectMountFlags = flags
-	node := (&union{stack: stack, noPassthrough: cfg.NoPassthrough}).newNode(root)
+	u := &union{stack: stack, owners: newOwners(stack.Options().Compat), noPassthrough: cfg.NoPassthrough}
+	node := u.newNode(root)
 	server, err := fs.Mount(mountpoint, node, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)

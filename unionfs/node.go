@@ -16,6 +16,8 @@ import (
 // union is what every node of one mount shares.
 type union struct {
 	stack *branches.Stack
+	// owners maps ownership between branches and mount (idmap.go).
+	owners *owners
 	// gen counts changes to the union's namespace (copy-ups, creations,
 	// removals, renames). A node whose entry is older re-resolves it, since
 	// a change can give a directory a new upper copy or move a node.
@@ -78,6 +80,7 @@ func (n *Node) child(ctx context.Context, e *branches.Entry, out *fuse.EntryOut)
 		return nil, toErrno(err)
 	}
 	out.Attr.FromStat(toSyscallStat(&st))
+	n.u.owners.attr(&out.Attr)
 	return n.NewInode(ctx, n.u.newNode(e), fs.StableAttr{Mode: e.St.Mode & unix.S_IFMT, Ino: e.Ino}), 0
 }
 
@@ -95,7 +98,9 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 // stays right after the name is gone.
 func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if fg, ok := f.(fs.FileGetattrer); ok {
-		return fg.Getattr(ctx, out)
+		errno := fg.Getattr(ctx, out)
+		n.u.owners.attr(&out.Attr)
+		return errno
 	}
 	e, err := n.u.stack.Restat(n.current())
 	if err != nil {
@@ -106,6 +111,7 @@ func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		return toErrno(err)
 	}
 	out.Attr.FromStat(toSyscallStat(&st))
+	n.u.owners.attr(&out.Attr)
 	return 0
 }
 
@@ -139,6 +145,7 @@ func (n *Node) Access(ctx context.Context, mask uint32) syscall.Errno {
 	if err != nil {
 		return toErrno(err)
 	}
+	n.u.owners.stat(&st)
 	caller, ok := fuse.FromContext(ctx)
 	if !ok {
 		return 0

@@ -43,6 +43,9 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
 		a.Mtime = &unix.Timespec{Nsec: unix.UTIME_NOW}
 	}
+	if !n.u.owners.setattr(&a) {
+		return n.Getattr(ctx, f, out)
+	}
 	e, err := n.u.stack.Setattr(n.current(), a)
 	if err != nil {
 		return toErrno(err)

@@ -94,6 +94,7 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *Node) make(ctx context.Context, name string, obj branches.NewObject, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	n.u.owners.creator(&obj)
 	e, _, err := n.u.stack.Create(n.current(), name, obj)
 	if err != nil {
 		return nil, toErrno(err)

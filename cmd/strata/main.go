@@ -21,11 +21,16 @@ Usage:
   strata demo                                  build a 3-layer example, mount it, show the union at work
   strata version                               print the version
 
+  strata [-f] [-d] -o OPTIONS MOUNTPOINT       the same mount, called as fuse-overlayfs is (podman's mount_program)
+  strata SOURCE MOUNTPOINT -o OPTIONS          the same, called as mount.fuse3 calls it (fstab, mount -t fuse.strata)
+
 Mount options (-o, comma-separated, repeatable), in either syntax:
   overlay:  lowerdir=L1:L2:...[,upperdir=U,workdir=W]   L1 is the top lower; no upperdir = read-only
             a colon inside a path is written \:
   aufs:     br=DIR[=rw|ro|rr]:DIR[=...]...              top first; the first defaults to rw, the rest to ro
   also:     ro, volatile, allow_other, default_permissions, suid, nosuid, dev, nodev, exec, noexec
+  and fuse-overlayfs's: uidmapping=C:H:L[:...], gidmapping=, squash_to_uid=, squash_to_gid=,
+            squash_to_root, static_nlink, timeout=, fsync=0, context=, redirect_dir=, ... (docs/CONTAINERS.md)
 
 Examples:
   strata mount -o lowerdir=/layers/app:/layers/base /mnt/merged
@@ -61,8 +66,11 @@ func run(args []string) int {
 		fmt.Print(usage)
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "strata: unknown command %q\n\n%s", args[0], usage)
-		return 2
+		if !isMountProgramCall(args) {
+			fmt.Fprintf(os.Stderr, "strata: unknown command %q\n\n%s", args[0], usage)
+			return 2
+		}
+		err = cmdMountProgram(args)
 	}
 	switch {
 	case err == nil:

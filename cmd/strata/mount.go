@@ -61,7 +61,13 @@ func cmdMount(args []string) error {
 	if fl.NArg() != 1 {
 		return usageError("mount needs exactly one MOUNTPOINT (got %d arguments); see 'strata mount --help'", fl.NArg())
 	}
-	mountpoint := fl.Arg(0)
+	return mountUnion(f, fl.Arg(0))
+}
+
+// mountUnion validates the options and the branches, then serves in the
+// foreground or daemonizes. Every way of mounting (strata mount, the
+// fuse-overlayfs form, the mount.fuse3 form) ends here.
+func mountUnion(f mountFlags, mountpoint string) error {
 	format, err := whiteout.ParseFormat(f.whiteout)
 	if err != nil {
 		return usageError("--whiteout: %v", err)
@@ -71,6 +77,7 @@ func cmdMount(args []string) error {
 		return err
 	}
 	opts.Whiteout = format
+	applyCompat(opts, &f)
 	if f.readOnly {
 		opts.ReadOnly = true
 	}
