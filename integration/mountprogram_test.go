@@ -257,3 +257,21 @@ func TestMountProgramIDMapping(t *testing.T) {
 	lowerAfter := walkTree(t, filepath.Join(overlay, "1a1a/diff"))
 	assertSameTree(t, lowerBefore, lowerAfter, "the lower after the mapped mounts (never chowned)")
 }
+
+// TestMountProgramWarning: options that change nothing visible are
+// accepted, and named in one warning line; the mount is made.
+func TestMountProgramWarning(t *testing.T) {
+	requireMountable(t)
+	overlay, lowers := podmanStyleStore(t)
+	diff, work, merged := containerDirs(t, overlay, "w0")
+	t.Cleanup(func() { unmountAndWait(t, merged, true) })
+	res := runStrata(t, "-o", "lowerdir="+strings.Join(lowers, ":")+",upperdir="+diff+",workdir="+work+",threaded=1,writeback=0,metacopy=on", merged)
+	require.Equal(t, 0, res.ExitCode, res.Stderr)
+	require.Len(t, mountsAt(t, merged), 1)
+	lines := strings.Split(strings.TrimSuffix(res.Stderr, "\n"), "\n")
+	require.Len(t, lines, 1, "one warning line, got %q", res.Stderr)
+	for _, opt := range []string{"threaded=1", "writeback=0", "metacopy=on"} {
+		assert.Contains(t, lines[0], opt)
+	}
+	assert.True(t, strings.HasPrefix(lines[0], "strata: warning: "), lines[0])
+}

@@ -356,7 +356,7 @@ func busyboxRootfs(t *testing.T) []byte {
 	require.NoError(t, err)
 	entries := []tarEntry{dirEntry("bin/"), dirEntry("etc/"), dirEntry("run/"), dirEntry("tmp/"), dirEntry("proc/"),
 		dirEntry("sys/"), dirEntry("dev/"), dirEntry("opq/"), fileEntry("bin/busybox", string(bb), 0o755)}
-	for _, applet := range []string{"sh", "cat", "echo", "ls", "mkdir", "rm", "test", "mv", "true"} {
+	for _, applet := range []string{"sh", "cat", "chown", "echo", "ls", "mkdir", "rm", "stat", "test", "mv", "true"} {
 		entries = append(entries, linkEntry("bin/"+applet, "busybox"))
 	}
 	entries = append(entries,

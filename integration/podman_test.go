@@ -53,15 +53,17 @@ func podmanEndToEnd(t *testing.T, e *podmanEnv, mode string) {
 	}
 
 	t.Run("write, delete, nested mkdir; diff; commit", func(t *testing.T) {
+		// /a/b/c is chowned: ownership inside the container (a user
+		// namespace, rootless) must read back as the container set it.
 		out := run("--name", "ctr-write", "localhost/strata-bb", "sh", "-c",
-			"echo hello > /newfile && rm /bin/mv && mkdir -p /a/b/c && test ! -e /bin/mv && echo done")
-		assert.Equal(t, "done\n", out)
+			"echo hello > /newfile && rm /bin/mv && mkdir -p /a/b/c && chown 33:44 /a/b/c && test ! -e /bin/mv && stat -c %u:%g /newfile /a/b/c")
+		assert.Equal(t, "0:0\n33:44\n", out)
 		assert.Equal(t, []string{"A /a", "A /a/b", "A /a/b/c", "A /newfile", "C /bin", "D /bin/mv"}, podmanDiff(t, e, "ctr-write"))
 		e.mustPodman(t, "commit", "--quiet", "ctr-write", "localhost/strata-bb-c1")
 		// busybox runs applets from itself: probe the deleted one with test -e.
 		out = run("--rm", "localhost/strata-bb-c1", "sh", "-c",
-			`test "$(cat /newfile)" = hello && test ! -e /bin/mv && test -d /a/b/c && echo committed`)
-		assert.Equal(t, "committed\n", out)
+			`test "$(cat /newfile)" = hello && test ! -e /bin/mv && stat -c %u:%g /a/b/c`)
+		assert.Equal(t, "33:44\n", out, "the committed image keeps the file, the deletion and the owner")
 	})
 
 	t.Run("directory deleted and made again", func(t *testing.T) {
