@@ -122,7 +122,7 @@ func (s *Stack) copyUpLinkSet(e *Entry, rw *rwBranch) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	first, err := s.copyUpOne(e, rw, nil)
+	first, err := s.copyUpOne(e, rw, s.withOrigin(nil, e))
 	if err != nil {
 		return nil, err
 	}

@@ -137,7 +137,10 @@ func (v Verdict) String() string {
 
 // Observation is what one branch held at a name, and what became of it.
 type Observation struct {
-	Branch  *Branch
+	Branch *Branch
+	// Path is where the branch was consulted: the union path, or the
+	// place a redirect leads to.
+	Path    string
 	Verdict Verdict
 	// Type is the S_IFMT bits of the real copy (Serves, Merged, Hidden).
 	Type uint32
@@ -261,7 +264,7 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation) (*Entry, err
 			cands.truncate(i + 1)
 			cands.extra = append(cands.extra, s.redirectCandidates(b, childMarkers.Redirect)...)
 		}
-		o := Observation{Branch: b, Type: l.St.Mode & unix.S_IFMT, Marker: l.Hides}
+		o := Observation{Branch: b, Path: rel, Type: l.St.Mode & unix.S_IFMT, Marker: l.Hides}
 		switch {
 		case !l.Present && l.Hides == whiteout.NoMarker:
 			o.Verdict = Absent

@@ -65,11 +65,7 @@ func (s *Stack) openWriteState() (*writeState, error) {
 	if s.Upper() == nil {
 		return nil, nil
 	}
-	ns := "user."
-	if os.Geteuid() == 0 {
-		ns = "trusted."
-	}
-	w := &writeState{rw: map[*Branch]*rwBranch{}, ns: ns, format: s.opts.Whiteout}
+	w := &writeState{rw: map[*Branch]*rwBranch{}, ns: bookkeepingNamespace(), format: s.opts.Whiteout}
 	for _, b := range s.branches {
 		if b.Perm != RW {
 			continue
@@ -126,13 +122,10 @@ func layerIn(e *Entry, b *Branch) (Layer, bool) {
 // Writable reports whether the stack takes writes.
 func (s *Stack) Writable() bool { return s.w != nil }
 
-func (s *Stack) inoXattr() string { return s.w.ns + "strata.ino" }
+func (s *Stack) inoXattr() string { return s.xattrNamespace() + "strata.ino" }
 
 // storedIno reads the inode number a copy-up recorded on an upper object.
 func (s *Stack) storedIno(dirFD int, name string) uint64 {
-	if s.w == nil {
-		return 0
-	}
 	v, err := sys.Getxattr(dirFD, name, s.inoXattr())
 	if err != nil || len(v) != 8 {
 		return 0
@@ -220,7 +213,7 @@ func (s *Stack) copyUpTo(e *Entry, rw *rwBranch) (*Entry, error) {
 		// The copy takes the object's place, so it takes its number.
 		extra = map[string][]byte{s.inoXattr(): encodeIno(e.Ino)}
 	}
-	return s.copyUpOne(e, rw, extra)
+	return s.copyUpOne(e, rw, s.withOrigin(extra, e))
 }
 
 // copyUpOne copies e alone into rw (its parents first), setting extra
