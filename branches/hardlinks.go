@@ -144,6 +144,9 @@ func (s *Stack) copyUpLinkSet(e *Entry, rw *rwBranch) (*Entry, error) {
 		if _, err := s.linkIn(rw, first, dir, path.Base(p)); err != nil && !errors.Is(err, unix.EEXIST) {
 			return nil, err
 		}
+		if t := s.tracer.Load(); t != nil {
+			t.copyUpLink(p, e, rw.Branch)
+		}
 	}
 	err = withParent(first.Top(), func(dirFD int, name string) error {
 		return sys.Setxattr(dirFD, name, s.inoXattr(), encodeIno(e.Ino), 0)

@@ -90,6 +90,9 @@ func (s *Stack) resolveRoot() (*Entry, error) {
 // ErrNotExist when the union does not show the name (absent, whited out,
 // or a reserved marker name).
 func (s *Stack) Lookup(dir *Entry, name string) (*Entry, error) {
+	if t := s.tracer.Load(); t != nil {
+		return s.tracedLookup(t, dir, name)
+	}
 	return s.lookup(dir, name, nil)
 }
 

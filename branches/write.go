@@ -227,12 +227,17 @@ func (s *Stack) copyUpOne(e *Entry, rw *rwBranch, extra map[string][]byte) (*Ent
 		return nil, err
 	}
 	name := e.Name()
+	if t := s.tracer.Load(); t != nil {
+		t.copyUpStart(e, rw.Branch)
+	}
+	var copied cow.Result
 	err = withParent(e.Top(), func(srcDir int, srcName string) error {
 		return s.withDirIn(parent, rw, func(dstDir int, _ whiteout.DirMarkers) error {
 			if srcName != name {
 				return fmt.Errorf("copy-up %s: source name %s differs", e.Path, srcName)
 			}
-			_, err := rw.engine.Up(srcDir, dstDir, name, extra)
+			res, err := rw.engine.Up(srcDir, dstDir, name, extra)
+			copied = res
 			if errors.Is(err, unix.EEXIST) {
 				return nil // a concurrent copy-up won the race
 			}
@@ -241,6 +246,9 @@ func (s *Stack) copyUpOne(e *Entry, rw *rwBranch, extra map[string][]byte) (*Ent
 	})
 	if err != nil {
 		return nil, err
+	}
+	if t := s.tracer.Load(); t != nil {
+		t.copyUpEnd(e, rw.Branch, copied)
 	}
 	return s.Lookup(parent, name)
 }
@@ -346,6 +354,9 @@ func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, err
 		return nil, -1, fmt.Errorf("%s: %w", path.Join(dir.Path, name), err)
 	}
 	e, err := s.Lookup(dirUp, name)
+	if t := s.tracer.Load(); t != nil && err == nil {
+		t.created(e)
+	}
 	if err != nil && fd >= 0 {
 		unix.Close(fd)
 		fd = -1
@@ -523,7 +534,7 @@ func (s *Stack) Remove(dir *Entry, name string, isDir bool) error {
 		return err
 	}
 	inRW := e.Top().Branch == rw.Branch
-	return s.withDirIn(dirIn, rw, func(dirFD int, _ whiteout.DirMarkers) error {
+	err = s.withDirIn(dirIn, rw, func(dirFD int, _ whiteout.DirMarkers) error {
 		switch {
 		case !inRW:
 			_, err := s.writeWhiteout(dirFD, name)
@@ -533,6 +544,10 @@ func (s *Stack) Remove(dir *Entry, name string, isDir bool) error {
 		}
 		return s.replaceWithWhiteout(rw, dirFD, name, isDir)
 	})
+	if t := s.tracer.Load(); t != nil && err == nil {
+		t.removed(full, rw.Branch, isDir, !inRW || needWhiteout, s.whiteoutWriter().Format)
+	}
+	return err
 }
 
 // discard removes an upper object that nothing below shows: moved into the
