@@ -34,6 +34,7 @@ type mountFlags struct {
 	debug      bool
 	whiteout   string
 	readOnly   bool
+	trace      string
 }
 
 func cmdMount(args []string) error {
@@ -44,6 +45,7 @@ func cmdMount(args []string) error {
 	fl.BoolVarP(&f.debug, "debug", "d", false, "log every FUSE request to stderr (implies --foreground)")
 	fl.StringVar(&f.whiteout, "whiteout", "overlay", "whiteout format written to the upper: overlay or aufs")
 	fl.BoolVarP(&f.readOnly, "read-only", "r", false, "mount read-only even when there is a writable branch")
+	fl.StringVar(&f.trace, "trace", "", "write the decision trace to `FILE` (appending; see 'strata trace --help')")
 	fl.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: strata mount [flags] -o OPTIONS MOUNTPOINT\n\nFlags:\n%s\n", fl.FlagUsages())
 		fmt.Fprint(os.Stderr, "Examples:\n  strata mount -o lowerdir=/l1:/l2,upperdir=/u,workdir=/w /mnt/merged\n  strata mount -o br=/u=rw:/l1=ro /mnt/merged\n")
@@ -73,6 +75,11 @@ func cmdMount(args []string) error {
 	if err != nil {
 		return err
 	}
+	trace, err := startTrace(stack, f.trace)
+	if err != nil {
+		stack.Close()
+		return err
+	}
 	var ready *os.File
 	if fdStr := os.Getenv(readyFDEnv); fdStr != "" {
 		var fd int
@@ -83,9 +90,10 @@ func cmdMount(args []string) error {
 		ready = os.NewFile(uintptr(fd), "ready")
 	}
 	if f.foreground || f.debug || ready != nil {
-		return serve(stack, mountpoint, f, ready)
+		return serve(stack, mountpoint, f, ready, trace)
 	}
 	stack.Close()
+	trace.Close()
 	return daemonize()
 }
 
@@ -134,7 +142,7 @@ func daemonize() error {
 
 // serve mounts and serves until the mount goes away. ready, when set, is
 // told "ok" once the mount is live, or the error.
-func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.File) error {
+func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.File, trace *os.File) error {
 	defer stack.Close()
 	logger := log.New(os.Stderr, "strata: ", log.LstdFlags)
 	server, err := unionfs.Mount(stack, mountpoint, unionfs.Config{Debug: f.debug, Logger: logger})
@@ -143,7 +151,13 @@ func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.Fil
 			fmt.Fprintln(ready, err)
 			ready.Close()
 		}
+		trace.Close()
 		return err
+	}
+	if ctl, err := unionfs.ServeControl(stack, mountpoint, trace, logger); err != nil {
+		logger.Printf("%v; strata explain and strata trace will not reach this mount", err)
+	} else {
+		defer ctl.Close()
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
