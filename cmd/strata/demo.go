@@ -404,44 +404,22 @@ func walkRaw(root string, fn func(rel string) error) error {
 }
 
 // whyHidden explains why branch b's copy of rel is not part of the union,
-// or returns "" when it is (served or merged). It asks the library, one
-// path component at a time, what became of b's copy.
+// or returns "" when it is (served or merged): the explain report's
+// verdict for that branch, in the demo's layer names.
 func whyHidden(stack *branches.Stack, b *branches.Branch, rel string, label map[string]string) (string, error) {
-	dir, err := stack.Root()
+	r, err := stack.ExplainPath(rel)
 	if err != nil {
 		return "", err
 	}
-	comps := strings.Split(rel, "/")
-	for i, name := range comps {
-		_, obs, err := stack.Explain(dir, name)
-		if err != nil {
-			return "", err
-		}
-		prefix := strings.Join(comps[:i+1], "/")
-		var mine *branches.Observation
-		for j := range obs {
-			if obs[j].Branch == b {
-				mine = &obs[j]
-			}
-		}
-		if mine == nil || mine.Verdict == branches.Hidden {
-			cause := "an opaque directory above"
-			if mine != nil && mine.HiddenBy != nil {
-				cause = mine.Reason() + " in " + label[mine.HiddenBy.Branch.Path]
-			}
-			if prefix != rel {
-				return fmt.Sprintf("its directory %s/ is hidden: %s", prefix, cause), nil
-			}
-			return cause, nil
-		}
-		if i == len(comps)-1 {
-			return "", nil
-		}
-		if dir, err = stack.Lookup(dir, name); err != nil {
-			return "", err
-		}
+	h := r.Branches[b.Index]
+	if h.Verdict != "hidden" || h.HiddenBy == nil {
+		return "", nil
 	}
-	return "", nil
+	cause := h.HiddenBy.What + " in " + label[stack.Branches()[h.HiddenBy.Index].Path]
+	if h.HiddenBy.At != r.Path {
+		return fmt.Sprintf("its directory %s/ is hidden: %s", h.HiddenBy.At, cause), nil
+	}
+	return cause, nil
 }
 
 // contentOf shows a file's first line, or a symlink's target.
