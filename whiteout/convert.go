@@ -151,7 +151,7 @@ func (c *converter) toOverlay(fd int, rel string, entries []sys.DirEntry) error 
 			})
 		default:
 			// A non-directory hides its lower copies by itself.
-			err = c.step(tp, typeWord(st.Mode)+" beside "+AufsFile.String(), typeWord(st.Mode)+" (hides the lower copies by itself)", func() error {
+			err = c.step(tp, "non-directory beside "+AufsFile.String(), "non-directory (hides the lower copies by itself)", func() error {
 				return unix.Unlinkat(fd, e.Name, 0)
 			})
 		}

@@ -97,20 +97,28 @@ func TestConvertRoundTrip(t *testing.T) {
 		return d
 	}
 	for _, tc := range []struct {
-		name        string
-		upper       func(t *testing.T) string
-		first, back whiteout.Format
+		name          string
+		upper         func(t *testing.T) string
+		first, back   whiteout.Format
+		hidden, shown []string // what the fixture must do to the union
 	}{
-		{"overlay-aufs-overlay", overlayUpper, whiteout.Aufs, whiteout.Overlay},
-		{"aufs-overlay-aufs", aufsUpper, whiteout.Overlay, whiteout.Aufs},
+		{"overlay-aufs-overlay", overlayUpper, whiteout.Aufs, whiteout.Overlay,
+			[]string{"gone", "d/gone2", "xd/w", "opq/old", "orig"}, []string{"moved/f", "xd/keep", "opq/new"}},
+		{"aufs-overlay-aufs", aufsUpper, whiteout.Overlay, whiteout.Aufs,
+			[]string{"gone", "d/gone2", "g", "opq/old", "x/oldfile"}, []string{"x/newfile", "f", "opq/new"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lower := convertLower(t)
 			upper := tc.upper(t)
 			want := unionView(t, upper, lower)
-			for _, p := range []string{"gone", "d/gone2", "xd/w", "opq/old", "g"} {
-				if _, shown := want[p]; shown {
+			for _, p := range tc.hidden {
+				if _, ok := want[p]; ok {
 					t.Fatalf("fixture: the union shows %s", p)
+				}
+			}
+			for _, p := range tc.shown {
+				if _, ok := want[p]; !ok {
+					t.Fatalf("fixture: the union does not show %s", p)
 				}
 			}
 

@@ -161,12 +161,12 @@ func (inv *Inventory) aufsEntry(rootFD, dfd int, rel, name string, st *unix.Stat
 			inv.problem(tp, ProblemWhiteoutBesideObject, "%s and %s are both in this branch: aufs and strata read it as deleted, then created again (%s shows, lower copies stay hidden); kernel overlay has no such form and would show %s as a file", p, tp, tp, name)
 		}
 		if !emptyFile {
-			inv.problem(p, ProblemMarkerNotEmpty, "an aufs whiteout should be an empty regular file; this is a %s of %d bytes (it still counts as a whiteout)", typeWord(st.Mode), st.Size)
+			inv.problem(p, ProblemMarkerNotEmpty, "an aufs whiteout should be an empty regular file, and this one is not (it still counts as a whiteout)")
 		}
 	case name == AufsOpaque:
 		inv.Opaque = append(inv.Opaque, Marker{Path: rel, Entry: p, Kind: OpaqueAufs.String(), Format: "aufs"})
 		if !emptyFile {
-			inv.problem(p, ProblemMarkerNotEmpty, "an aufs opaque marker should be an empty regular file; this is a %s of %d bytes (it still counts)", typeWord(st.Mode), st.Size)
+			inv.problem(p, ProblemMarkerNotEmpty, "an aufs opaque marker should be an empty regular file, and this one is not (it still counts)")
 		}
 		if rel == "." {
 			inv.problem(p, ProblemRootOpaque, "an opaque marker on the branch root is ignored: the roots are the stack itself")
@@ -317,16 +317,4 @@ func readXattrs(dfd int, name string) ([]xattr, error) {
 		out = append(out, xattr{n, string(v)})
 	}
 	return out, nil
-}
-
-func typeWord(mode uint32) string {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return "file"
-	case unix.S_IFDIR:
-		return "directory"
-	case unix.S_IFLNK:
-		return "symlink"
-	}
-	return "special file"
 }

@@ -57,21 +57,25 @@ may). With -o it reads the branches directly and writes nothing.
 	return nil
 }
 
-// explainOffline explains p in the union of the branches options name,
-// opened read-only: a live mount of the same branches is never disturbed
-// (a writable open would clean the workdir).
+// explainOffline explains p in the union of the branches options name.
 func explainOffline(options []string, p string) (*branches.Report, error) {
-	opts, err := branches.ParseOptions(options)
-	if err != nil {
-		return nil, err
-	}
-	opts.ReadOnly = true
-	stack, err := branches.Open(opts, "")
+	stack, err := openReadOnly(options)
 	if err != nil {
 		return nil, err
 	}
 	defer stack.Close()
 	return stack.ExplainPath(p)
+}
+
+// openReadOnly opens the stack -o options name, for reading only: a
+// writable open would clean the workdir of a mount that may be live.
+func openReadOnly(options []string) (*branches.Stack, error) {
+	opts, err := branches.ParseOptions(options)
+	if err != nil {
+		return nil, err
+	}
+	opts.ReadOnly = true
+	return branches.Open(opts, "")
 }
 
 // explainMounted asks the daemon of the mount holding p.

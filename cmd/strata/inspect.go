@@ -67,12 +67,7 @@ finds any. Reads only.
 }
 
 func inspectStack(options []string) ([]branches.BranchInventory, error) {
-	opts, err := branches.ParseOptions(options)
-	if err != nil {
-		return nil, err
-	}
-	opts.ReadOnly = true // reads only; never touches a workdir
-	stack, err := branches.Open(opts, "")
+	stack, err := openReadOnly(options)
 	if err != nil {
 		return nil, err
 	}

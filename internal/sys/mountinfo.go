@@ -16,8 +16,10 @@ type Mount struct {
 	// bind mount of a subdirectory).
 	Root       string
 	MountPoint string
-	FSType     string // "overlay", "fuse.strata", ...
-	Source     string
+	// Options are the per-mount options ("rw,nosuid,relatime").
+	Options string
+	FSType  string // "overlay", "fuse.strata", ...
+	Source  string
 	// SuperOptions are the filesystem's own options (overlay's
 	// lowerdir=..., FUSE's user_id=...), still escaped as the kernel
 	// shows them.
@@ -46,7 +48,7 @@ func Mounts() ([]Mount, error) {
 		if _, err := fmt.Sscanf(f[2], "%d:%d", &m.Major, &m.Minor); err != nil {
 			continue
 		}
-		m.Root, m.MountPoint = UnescapeMountinfo(f[3]), UnescapeMountinfo(f[4])
+		m.Root, m.MountPoint, m.Options = UnescapeMountinfo(f[3]), UnescapeMountinfo(f[4]), f[5]
 		m.FSType, m.Source = g[0], UnescapeMountinfo(g[1])
 		if len(g) > 2 {
 			m.SuperOptions = g[2]
