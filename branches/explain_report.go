@@ -378,7 +378,7 @@ func (s *Stack) describeObject(r *Report, e *Entry) error {
 	r.Exists, r.Type, r.Ino, r.ServedBy = true, typeName(e.St.Mode), e.Ino, &ref
 	switch {
 	case e.storedIno != 0:
-		r.InoFrom = "recorded at copy-up (strata.ino on the " + top.Branch.Name() + " copy)"
+		r.InoFrom = "the number the object had before its copy-up (strata.ino on the " + top.Branch.Name() + " copy)"
 	case e.IsDir() && len(e.Layers) > 1:
 		r.InoFrom = "the bottom-most merged copy (" + e.Layers[len(e.Layers)-1].Branch.Name() + ")"
 	default:
