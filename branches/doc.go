@@ -26,6 +26,8 @@
 //	e, err := stack.Resolve("etc/passwd")   // which branch serves it
 //	list, err := stack.ReadDir(root)        // a merged listing
 //	fsys := stack.FS()                      // the read-only union as an io/fs.FS
+//	report, err := stack.ExplainPath("etc") // why etc looks as it does (strata explain)
+//	stack.SetTrace(os.Stderr)               // one JSON line per union decision
 //
 // Nothing here needs FUSE: package unionfs is a thin adapter over this one,
 // and tools and tests use the library view directly.

@@ -122,7 +122,7 @@ func (s *Stack) copyUpLinkSet(e *Entry, rw *rwBranch) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	first, err := s.copyUpOne(e, rw, nil)
+	first, err := s.copyUpOne(e, rw, s.withOrigin(nil, e))
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +143,9 @@ func (s *Stack) copyUpLinkSet(e *Entry, rw *rwBranch) (*Entry, error) {
 		}
 		if _, err := s.linkIn(rw, first, dir, path.Base(p)); err != nil && !errors.Is(err, unix.EEXIST) {
 			return nil, err
+		}
+		if t := s.tracer.Load(); t != nil {
+			t.copyUpLink(p, e, rw.Branch)
 		}
 	}
 	err = withParent(first.Top(), func(dirFD int, name string) error {

@@ -6,7 +6,6 @@ import (
 	"sort"
 
 	"golang.org/x/sys/unix"
-
 )
 
 // Name is one name of a merged listing, with the type its topmost visible
@@ -71,7 +70,12 @@ func (s *Stack) ReadDir(dir *Entry) ([]*Entry, error) {
 	fds := newDirFDs()
 	defer fds.close()
 	for _, n := range names {
-		e, err := s.lookup(dir, n.Name, nil, fds)
+		var e *Entry
+		if t := s.tracer.Load(); t != nil {
+			e, err = s.tracedLookup(t, dir, n.Name)
+		} else {
+			e, err = s.lookup(dir, n.Name, nil, fds)
+		}
 		if errors.Is(err, ErrNotExist) {
 			continue // vanished between the listing and the lookup
 		}

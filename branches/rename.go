@@ -75,7 +75,11 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 		}
 	}
 	if flags&RenameExchange != 0 {
-		return s.exchange(src, dst)
+		err := s.exchange(src, dst)
+		if t := s.tracer.Load(); t != nil && err == nil {
+			t.exchanged(src, dst, s.w.upper.Branch)
+		}
+		return err
 	}
 
 	srcRedirected, err := s.prepareMove(src)
@@ -99,7 +103,7 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 	if err != nil {
 		return err
 	}
-	return s.withDirIn(oldUp, upper, func(oldFD int, _ whiteout.DirMarkers) error {
+	err = s.withDirIn(oldUp, upper, func(oldFD int, _ whiteout.DirMarkers) error {
 		return s.withDirIn(newUp, upper, func(newFD int, newMarkers whiteout.DirMarkers) error {
 			if src.IsDir() && lowerAtNew && !srcRedirected {
 				if err := s.makeOpaque(oldFD, oldName); err != nil {
@@ -116,6 +120,10 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 			return s.moveInUpper(oldFD, oldName, newMarkers, newFD, newName, src.IsDir(), leaveWhiteout)
 		})
 	})
+	if t := s.tracer.Load(); t != nil && err == nil {
+		t.renamed(s, src, full, srcRedirected, leaveWhiteout, src.IsDir() && lowerAtNew && !srcRedirected)
+	}
+	return err
 }
 
 // prepareMove copies e up before it moves and, for a directory with lower

@@ -94,6 +94,9 @@ func (s *Stack) resolveRoot() (*Entry, error) {
 // ErrNotExist when the union does not show the name (absent, whited out,
 // or a reserved marker name).
 func (s *Stack) Lookup(dir *Entry, name string) (*Entry, error) {
+	if t := s.tracer.Load(); t != nil {
+		return s.tracedLookup(t, dir, name)
+	}
 	return s.lookup(dir, name, nil, nil)
 }
 
@@ -141,7 +144,10 @@ func (v Verdict) String() string {
 
 // Observation is what one branch held at a name, and what became of it.
 type Observation struct {
-	Branch  *Branch
+	Branch *Branch
+	// Path is where the branch was consulted: the union path, or the
+	// place a redirect leads to.
+	Path    string
 	Verdict Verdict
 	// Type is the S_IFMT bits of the real copy (Serves, Merged, Hidden).
 	Type uint32
@@ -277,7 +283,7 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation, fds *dirFDs)
 			cands.truncate(i + 1)
 			cands.extra = append(cands.extra, s.redirectCandidates(b, childMarkers.Redirect)...)
 		}
-		o := Observation{Branch: b, Type: l.St.Mode & unix.S_IFMT, Marker: l.Hides}
+		o := Observation{Branch: b, Path: rel, Type: l.St.Mode & unix.S_IFMT, Marker: l.Hides}
 		switch {
 		case !l.Present && l.Hides == whiteout.NoMarker:
 			o.Verdict = Absent

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -59,6 +60,7 @@ type Stack struct {
 	root     *Entry
 	// w is the write state; nil for a read-only stack.
 	w       *writeState
+	tracer  atomic.Pointer[tracer] // nil: tracing off (trace.go)
 	closeMu sync.Mutex
 	closed  bool
 }

@@ -65,8 +65,7 @@ func (s *Stack) openWriteState() (*writeState, error) {
 	if s.Upper() == nil {
 		return nil, nil
 	}
-	ns := bookkeepingNamespace()
-	w := &writeState{rw: map[*Branch]*rwBranch{}, ns: ns, format: s.opts.Whiteout}
+	w := &writeState{rw: map[*Branch]*rwBranch{}, ns: bookkeepingNamespace(), format: s.opts.Whiteout}
 	for _, b := range s.branches {
 		if b.Perm != RW {
 			continue
@@ -123,13 +122,10 @@ func layerIn(e *Entry, b *Branch) (Layer, bool) {
 // Writable reports whether the stack takes writes.
 func (s *Stack) Writable() bool { return s.w != nil }
 
-func (s *Stack) inoXattr() string { return s.w.ns + "strata.ino" }
+func (s *Stack) inoXattr() string { return s.xattrNamespace() + "strata.ino" }
 
 // storedIno reads the inode number a copy-up recorded on an upper object.
 func (s *Stack) storedIno(dirFD int, name string) uint64 {
-	if s.w == nil {
-		return 0
-	}
 	v, err := sys.Getxattr(dirFD, name, s.inoXattr())
 	if err != nil || len(v) != 8 {
 		return 0
@@ -217,7 +213,7 @@ func (s *Stack) copyUpTo(e *Entry, rw *rwBranch) (*Entry, error) {
 		// The copy takes the object's place, so it takes its number.
 		extra = map[string][]byte{s.inoXattr(): encodeIno(e.Ino)}
 	}
-	return s.copyUpOne(e, rw, extra)
+	return s.copyUpOne(e, rw, s.withOrigin(extra, e))
 }
 
 // copyUpOne copies e alone into rw (its parents first), setting extra
@@ -231,12 +227,17 @@ func (s *Stack) copyUpOne(e *Entry, rw *rwBranch, extra map[string][]byte) (*Ent
 		return nil, err
 	}
 	name := e.Name()
+	if t := s.tracer.Load(); t != nil {
+		t.copyUpStart(e, rw.Branch)
+	}
+	var copied cow.Result
 	err = withParent(e.Top(), func(srcDir int, srcName string) error {
 		return s.withDirIn(parent, rw, func(dstDir int, _ whiteout.DirMarkers) error {
 			if srcName != name {
 				return fmt.Errorf("copy-up %s: source name %s differs", e.Path, srcName)
 			}
-			_, err := rw.engine.Up(srcDir, dstDir, name, extra)
+			res, err := rw.engine.Up(srcDir, dstDir, name, extra)
+			copied = res
 			if errors.Is(err, unix.EEXIST) {
 				return nil // a concurrent copy-up won the race
 			}
@@ -245,6 +246,9 @@ func (s *Stack) copyUpOne(e *Entry, rw *rwBranch, extra map[string][]byte) (*Ent
 	})
 	if err != nil {
 		return nil, err
+	}
+	if t := s.tracer.Load(); t != nil {
+		t.copyUpEnd(e, rw.Branch, copied)
 	}
 	return s.Lookup(parent, name)
 }
@@ -353,6 +357,9 @@ func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, err
 		s.subdirs.changed(dir, dirUp)
 	}
 	e, err := s.Lookup(dirUp, name)
+	if t := s.tracer.Load(); t != nil && err == nil {
+		t.created(e)
+	}
 	if err != nil && fd >= 0 {
 		unix.Close(fd)
 		fd = -1
@@ -534,7 +541,7 @@ func (s *Stack) Remove(dir *Entry, name string, isDir bool) error {
 		defer s.subdirs.changed(dir, dirIn, e)
 		defer s.dirs.forget(e.Ino)
 	}
-	return s.withDirIn(dirIn, rw, func(dirFD int, _ whiteout.DirMarkers) error {
+	err = s.withDirIn(dirIn, rw, func(dirFD int, _ whiteout.DirMarkers) error {
 		switch {
 		case !inRW:
 			_, err := s.writeWhiteout(dirFD, name)
@@ -544,6 +551,10 @@ func (s *Stack) Remove(dir *Entry, name string, isDir bool) error {
 		}
 		return s.replaceWithWhiteout(rw, dirFD, name, isDir)
 	})
+	if t := s.tracer.Load(); t != nil && err == nil {
+		t.removed(full, rw.Branch, isDir, !inRW || needWhiteout, s.whiteoutWriter().Format)
+	}
+	return err
 }
 
 // discard removes an upper object that nothing below shows: moved into the

@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/sys"
 )
 
 const (
@@ -161,48 +163,15 @@ type mountEntry struct {
 func mountsAt(t testing.TB, mnt string) []mountEntry {
 	t.Helper()
 	want := canonicalPath(mnt)
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	all, err := sys.Mounts()
 	require.NoError(t, err)
 	var out []mountEntry
-	for _, line := range strings.Split(string(data), "\n") {
-		// id parent major:minor root mountpoint options [optional...] - fstype source superopts
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
+	for _, m := range all {
+		if m.MountPoint == want {
+			out = append(out, mountEntry{MountPoint: want, Options: strings.Split(m.Options, ","), FSType: m.FSType, Source: m.Source, SuperOpts: m.SuperOptions})
 		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 6 || len(g) < 2 {
-			continue
-		}
-		if unescapeMountinfo(f[4]) != want {
-			continue
-		}
-		e := mountEntry{MountPoint: want, Options: strings.Split(f[5], ","), FSType: g[0], Source: g[1]}
-		if len(g) > 2 {
-			e.SuperOpts = g[2]
-		}
-		out = append(out, e)
 	}
 	return out
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // canonicalPath is p made absolute with symlinks resolved as far as it

@@ -7,4 +7,7 @@
 // This version serves the read-only operations: Lookup, Getattr, Readdir
 // (d_ino equal to st_ino), Readlink, Open/Read, Statfs, Access,
 // Getxattr/Listxattr. The mount is read-only; writes fail with EROFS.
+//
+// control.go is the mount's control channel: how `strata explain` and
+// `strata trace` reach a running daemon (see docs/CHOICES.md).
 package unionfs

@@ -20,4 +20,7 @@
 // A marker in the aufs dialect applies to the branches below its own: a
 // branch that holds both ".wh.name" and "name" shows "name" and hides the
 // lower ones (the OCI layer rule "deleted, then created again").
+//
+// Inspect lists one branch's markers and flags what is inconsistent in it;
+// Convert rewrites a branch's markers from one dialect to the other.
 package whiteout

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -67,8 +68,9 @@ var demoLayers = []demoLayer{
 func cmdDemo(args []string) error {
 	fl := pflag.NewFlagSet("demo", pflag.ContinueOnError)
 	keep := fl.Bool("keep", false, "leave the layers in place (the mount is always removed)")
+	explain := fl.Bool("explain", false, "after each step of the session, show the upper's new markers and 'strata explain' of the paths it touched")
 	fl.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: strata demo [--keep]\n\nBuilds a 3-layer union in a temp dir, mounts it, shows which layer serves\nevery path and what hides the rest, then unmounts and cleans up.\n\n%s", fl.FlagUsages())
+		fmt.Fprintf(os.Stderr, "Usage: strata demo [--keep] [--explain]\n\nBuilds a 3-layer union in a temp dir, mounts it, shows which layer serves\nevery path and what hides the rest, runs a session through the mount (read,\nwrite, delete, rename a directory, recreate it), then unmounts and cleans up.\n\n%s", fl.FlagUsages())
 	}
 	if err := fl.Parse(args); err != nil {
 		return err
@@ -80,10 +82,17 @@ func cmdDemo(args []string) error {
 	if !*keep {
 		defer os.RemoveAll(tmp)
 	}
-	return runDemo(os.Stdout, tmp)
+	return runDemo(os.Stdout, tmp, demoOptions{explain: *explain, style: styleFor(os.Stdout)})
 }
 
-func runDemo(w io.Writer, tmp string) error {
+// demoOptions: explain each step of the session as it goes (--explain),
+// and the output's style (colour on a terminal).
+type demoOptions struct {
+	explain bool
+	style   style
+}
+
+func runDemo(w io.Writer, tmp string, o demoOptions) error {
 	out := bufio.NewWriter(w)
 	defer out.Flush()
 	var lowers []string
@@ -171,13 +180,20 @@ How to read this:
   - Directories present in several layers are merged: their entries are combined.
   - The markers themselves never show through the mount.`)
 
-	fmt.Fprintln(out, "\n4. Writing through the mount. The lower layers never change: every change lands in")
-	fmt.Fprintln(out, "   the empty upper layer, copied up first when it concerns a lower object.")
+	fmt.Fprintln(out, "\n4. A session through the mount: read, write, delete, rename a directory, recreate it.")
+	fmt.Fprintln(out, "   The lower layers never change: every change lands in the empty upper layer,")
+	fmt.Fprintln(out, "   copied up first when it concerns a lower object.")
 	fmt.Fprintln(out)
-	for _, step := range demoWrites {
-		fmt.Fprintf(out, "  $ %s\n", step.shell)
-		if err := step.do(mnt); err != nil {
+	for _, step := range demoSession {
+		fmt.Fprintf(out, "  %s %s\n", o.style.paint(ansiBold, "$"), o.style.paint(ansiBold, step.shell))
+		before := layerLines(upper)
+		if err := step.do(mnt, out); err != nil {
 			return fmt.Errorf("%s: %w", step.shell, err)
+		}
+		if o.explain {
+			if err := explainStep(out, stack, upper, before, step.touched, label, o.style); err != nil {
+				return fmt.Errorf("%s: %w", step.shell, err)
+			}
 		}
 	}
 	fmt.Fprintln(out, "\n  The upper layer now holds:")
@@ -190,35 +206,94 @@ How to read this:
 		return err
 	}
 	fmt.Fprintln(out, `
+  - Reading etc/motd copied nothing: reads are served from the layer that has the file.
   - Appending to etc/motd copied it up: the whole file, then the change, in the upper.
   - Deleting a lower file left a whiteout in the upper; the lower file is still there.
   - rm -r of app/data whited it out; the new app/data is opaque, so a.txt and c.txt
     from below stay hidden.
   - Renaming var (merged from middle and base) wrote a redirect on the new name:
-    its lower entries follow it; kernel overlay does the same with redirect_dir=on.`)
+    its lower entries follow it; kernel overlay does the same with redirect_dir=on.
+  - Making var again put a new, opaque directory over the whiteout the rename left:
+    the old var's entries stay hidden (they live on in srv).`)
 	fmt.Fprintf(out, "\nUnmounting %s and removing the layers.\n", mnt)
 	return nil
 }
 
-// demoWrites is step 4: each change, as a shell command and as code.
-var demoWrites = []struct {
-	shell string
-	do    func(mnt string) error
+// demoSession is step 4: each step as a shell command, as code, and the
+// union paths it touches (what --explain explains after it).
+var demoSession = []struct {
+	shell   string
+	do      func(mnt string, out io.Writer) error
+	touched []string
 }{
-	{"echo 'edited through the union' >> etc/motd", func(m string) error {
+	{"cat etc/motd", func(m string, out io.Writer) error {
+		b, err := os.ReadFile(filepath.Join(m, "etc/motd"))
+		fmt.Fprintf(out, "    %s", b)
+		return err
+	}, []string{"etc/motd"}},
+	{"echo 'edited through the union' >> etc/motd", func(m string, _ io.Writer) error {
 		f, err := os.OpenFile(filepath.Join(m, "etc/motd"), os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
 			return err
 		}
 		_, err = f.WriteString("edited through the union\n")
 		return errors.Join(err, f.Close())
-	}},
-	{"rm etc/hostname", func(m string) error { return os.Remove(filepath.Join(m, "etc/hostname")) }},
-	{"rm -r app/data && mkdir app/data && echo fresh > app/data/new.txt", func(m string) error {
+	}, []string{"etc/motd"}},
+	{"rm etc/hostname", func(m string, _ io.Writer) error { return os.Remove(filepath.Join(m, "etc/hostname")) }, []string{"etc/hostname"}},
+	{"rm -r app/data && mkdir app/data && echo fresh > app/data/new.txt", func(m string, _ io.Writer) error {
 		return errors.Join(os.RemoveAll(filepath.Join(m, "app/data")), os.Mkdir(filepath.Join(m, "app/data"), 0o755),
 			os.WriteFile(filepath.Join(m, "app/data/new.txt"), []byte("fresh\n"), 0o644))
-	}},
-	{"mv var srv", func(m string) error { return os.Rename(filepath.Join(m, "var"), filepath.Join(m, "srv")) }},
+	}, []string{"app/data", "app/data/a.txt"}},
+	{"mv var srv", func(m string, _ io.Writer) error { return os.Rename(filepath.Join(m, "var"), filepath.Join(m, "srv")) }, []string{"srv", "var"}},
+	{"mkdir var", func(m string, _ io.Writer) error { return os.Mkdir(filepath.Join(m, "var"), 0o755) }, []string{"var"}},
+}
+
+// explainStep shows what a step did: the upper's entries that appeared,
+// changed or went (markers included), then the report of each touched
+// path.
+func explainStep(w io.Writer, stack *branches.Stack, upper string, before []string, touched []string, label map[string]string, st style) error {
+	after := layerLines(upper)
+	var diff []string
+	for _, l := range after {
+		if !slices.Contains(before, l) {
+			diff = append(diff, st.paint(ansiGreen, "    + "+strings.TrimSpace(l)))
+		}
+	}
+	for _, l := range before {
+		if !slices.Contains(after, l) {
+			diff = append(diff, st.paint(ansiRed, "    - "+strings.TrimSpace(l)))
+		}
+	}
+	fmt.Fprintln(w)
+	if len(diff) == 0 {
+		fmt.Fprintln(w, "    the upper layer: unchanged")
+	} else {
+		fmt.Fprintln(w, "    the upper layer:")
+		fmt.Fprintln(w, strings.Join(diff, "\n"))
+	}
+	for _, p := range touched {
+		r, err := stack.ExplainPath(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(w)
+		var b strings.Builder
+		renderReport(&b, r, st, label)
+		for _, line := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
+			fmt.Fprintln(w, "    "+line)
+		}
+	}
+	fmt.Fprintln(w)
+	return nil
+}
+
+// layerLines is printLayer's output, a line per entry.
+func layerLines(root string) []string {
+	var b strings.Builder
+	if err := printLayer(&b, root); err != nil {
+		return []string{"(" + err.Error() + ")"}
+	}
+	return strings.FieldsFunc(b.String(), func(r rune) bool { return r == '\n' })
 }
 
 // printUnion prints every path of the mount with the layer that serves it.
@@ -329,44 +404,22 @@ func walkRaw(root string, fn func(rel string) error) error {
 }
 
 // whyHidden explains why branch b's copy of rel is not part of the union,
-// or returns "" when it is (served or merged). It asks the library, one
-// path component at a time, what became of b's copy.
+// or returns "" when it is (served or merged): the explain report's
+// verdict for that branch, in the demo's layer names.
 func whyHidden(stack *branches.Stack, b *branches.Branch, rel string, label map[string]string) (string, error) {
-	dir, err := stack.Root()
+	r, err := stack.ExplainPath(rel)
 	if err != nil {
 		return "", err
 	}
-	comps := strings.Split(rel, "/")
-	for i, name := range comps {
-		_, obs, err := stack.Explain(dir, name)
-		if err != nil {
-			return "", err
-		}
-		prefix := strings.Join(comps[:i+1], "/")
-		var mine *branches.Observation
-		for j := range obs {
-			if obs[j].Branch == b {
-				mine = &obs[j]
-			}
-		}
-		if mine == nil || mine.Verdict == branches.Hidden {
-			cause := "an opaque directory above"
-			if mine != nil && mine.HiddenBy != nil {
-				cause = mine.Reason() + " in " + label[mine.HiddenBy.Branch.Path]
-			}
-			if prefix != rel {
-				return fmt.Sprintf("its directory %s/ is hidden: %s", prefix, cause), nil
-			}
-			return cause, nil
-		}
-		if i == len(comps)-1 {
-			return "", nil
-		}
-		if dir, err = stack.Lookup(dir, name); err != nil {
-			return "", err
-		}
+	h := r.Branches[b.Index]
+	if h.Verdict != "hidden" || h.HiddenBy == nil {
+		return "", nil
 	}
-	return "", nil
+	cause := h.HiddenBy.What + " in " + label[stack.Branches()[h.HiddenBy.Index].Path]
+	if h.HiddenBy.At != r.Path {
+		return fmt.Sprintf("its directory %s/ is hidden: %s", h.HiddenBy.At, cause), nil
+	}
+	return cause, nil
 }
 
 // contentOf shows a file's first line, or a symlink's target.

@@ -18,7 +18,12 @@ const usage = `strata - a userspace union filesystem (read-only and read-write b
 Usage:
   strata mount [flags] -o OPTIONS MOUNTPOINT   mount a union (returns once it is ready)
   strata umount [-l] MOUNTPOINT                unmount it
-  strata demo                                  build a 3-layer example, mount it, show the union at work
+  strata demo [--explain]                      build a 3-layer example, mount it, show the union at work
+  strata explain [--json] PATH                 why PATH in a mounted union looks as it does
+  strata explain [--json] -o OPTIONS PATH      the same for unmounted branches (PATH from the union root)
+  strata trace on|off MOUNTPOINT [FILE]        write a running mount's decision trace to FILE, or stop
+  strata inspect [--json] DIR | -o OPTIONS     list a branch's markers and flag inconsistencies
+  strata convert --to overlay|aufs DIR         rewrite an unmounted branch's markers in the other format
   strata version                               print the version
 
   strata [-f] [-d] -o OPTIONS MOUNTPOINT       the same mount, called as fuse-overlayfs is (podman's mount_program)
@@ -59,6 +64,14 @@ func run(args []string) int {
 		err = cmdUmount(args[1:])
 	case "demo":
 		err = cmdDemo(args[1:])
+	case "explain":
+		err = cmdExplain(args[1:])
+	case "trace":
+		err = cmdTrace(args[1:])
+	case "inspect":
+		err = cmdInspect(args[1:])
+	case "convert":
+		err = cmdConvert(args[1:])
 	case "version", "--version":
 		fmt.Println(versionString())
 		return 0

@@ -35,10 +35,11 @@ type mountFlags struct {
 	debug      bool
 	whiteout   string
 	readOnly   bool
-	// noPassthrough keeps file I/O in the daemon (for comparison and for
-	// kernels where passthrough misbehaves).
+	// passthrough off keeps file I/O in the daemon (for comparison, and
+	// for kernels where passthrough misbehaves).
 	passthrough bool
 	cpuProfile  string
+	trace       string
 }
 
 func cmdMount(args []string) error {
@@ -51,6 +52,7 @@ func cmdMount(args []string) error {
 	fl.BoolVarP(&f.readOnly, "read-only", "r", false, "mount read-only even when there is a writable branch")
 	fl.BoolVar(&f.passthrough, "passthrough", true, "let the kernel do reads and writes of open files on the backing file (FUSE passthrough, where the kernel and privileges allow)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the daemon to `FILE` until it exits")
+	fl.StringVar(&f.trace, "trace", "", "write the decision trace to `FILE` (appending; see 'strata trace --help')")
 	fl.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: strata mount [flags] -o OPTIONS MOUNTPOINT\n\nFlags:\n%s\n", fl.FlagUsages())
 		fmt.Fprint(os.Stderr, "Examples:\n  strata mount -o lowerdir=/l1:/l2,upperdir=/u,workdir=/w /mnt/merged\n  strata mount -o br=/u=rw:/l1=ro /mnt/merged\n")
@@ -87,6 +89,11 @@ func mountUnion(f mountFlags, mountpoint string) error {
 	if err != nil {
 		return err
 	}
+	trace, err := startTrace(stack, f.trace)
+	if err != nil {
+		stack.Close()
+		return err
+	}
 	var ready *os.File
 	if fdStr := os.Getenv(readyFDEnv); fdStr != "" {
 		var fd int
@@ -97,9 +104,10 @@ func mountUnion(f mountFlags, mountpoint string) error {
 		ready = os.NewFile(uintptr(fd), "ready")
 	}
 	if f.foreground || f.debug || ready != nil {
-		return serve(stack, mountpoint, f, ready)
+		return serve(stack, mountpoint, f, ready, trace)
 	}
 	stack.Close()
+	trace.Close()
 	return daemonize()
 }
 
@@ -148,7 +156,7 @@ func daemonize() error {
 
 // serve mounts and serves until the mount goes away. ready, when set, is
 // told "ok" once the mount is live, or the error.
-func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.File) error {
+func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.File, trace *os.File) error {
 	defer stack.Close()
 	logger := log.New(os.Stderr, "strata: ", log.LstdFlags)
 	if f.cpuProfile != "" {
@@ -170,7 +178,13 @@ func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.Fil
 			fmt.Fprintln(ready, err)
 			ready.Close()
 		}
+		trace.Close()
 		return err
+	}
+	if ctl, err := unionfs.ServeControl(stack, mountpoint, trace, logger); err != nil {
+		logger.Printf("%v; strata explain and strata trace will not reach this mount", err)
+	} else {
+		defer ctl.Close()
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
