@@ -55,7 +55,7 @@ type ApplyOptions struct {
 func Apply(dir string, r io.Reader, opts ApplyOptions) (size int64, err error) {
 	st, err := openStage(dir)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("apply %s: %w", dir, err)
 	}
 	defer st.close()
 	u := newUnpacker(st, opts)
@@ -67,10 +67,7 @@ func Apply(dir string, r io.Reader, opts ApplyOptions) (size int64, err error) {
 	}
 	if err != nil {
 		st.abort()
-		if _, ok := errors.AsType[*EntryError](err); !ok && !strings.HasPrefix(err.Error(), "apply ") {
-			err = fmt.Errorf("apply %s: %w", dir, err)
-		}
-		return 0, err
+		return 0, fmt.Errorf("apply %s: %w", dir, err)
 	}
 	return u.size, nil
 }
@@ -172,7 +169,7 @@ func (u *unpacker) unpack(r io.Reader) error {
 		}
 		if err := u.entry(hdr, tr); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return truncated(last, fmt.Errorf("in the content of %s: %w", quoteName(hdr.Name), err))
+				return fmt.Errorf("layer tar: truncated in the content of entry %s: %w", quoteName(hdr.Name), err)
 			}
 			if _, ok := errors.AsType[*EntryError](err); !ok {
 				err = &EntryError{Entry: hdr.Name, Err: err}

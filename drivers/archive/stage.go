@@ -31,7 +31,6 @@ func IsStagingName(name string) bool { return strings.HasPrefix(name, stagePrefi
 // and leaves the staging directory, which the next Apply removes before
 // making its own.
 type stage struct {
-	dir      string // as given, for messages
 	parentFD int    // the layer directory's parent (O_RDONLY)
 	base     string // the layer directory's name in it
 	layerFD  int    // the layer directory (O_RDONLY, flock'd)
@@ -60,22 +59,22 @@ type dirMeta struct {
 // old layer directory stays byte for byte as it was.
 func openStage(dir string) (*stage, error) {
 	dir = filepath.Clean(dir)
-	s := &stage{dir: dir, parentFD: -1, layerFD: -1, boxFD: -1, treeFD: -1}
+	s := &stage{parentFD: -1, layerFD: -1, boxFD: -1, treeFD: -1}
 	parent, base := filepath.Split(dir)
 	if parent == "" {
 		parent = "."
 	}
 	if base == "" || base == "." || base == ".." {
-		return nil, fmt.Errorf("apply %s: need a layer directory with a name of its own", dir)
+		return nil, errors.New("need a layer directory with a name of its own")
 	}
 	s.base = base
 	s.name = stagePrefix + base
 	if len(s.name) > maxNameLen {
-		return nil, fmt.Errorf("apply %s: directory name too long to stage beside it", dir)
+		return nil, errors.New("directory name too long to stage beside it")
 	}
 	var err error
 	if s.parentFD, err = unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-		return nil, fmt.Errorf("apply %s: %w", dir, err)
+		return nil, err
 	}
 	if err := s.lockLayer(); err != nil {
 		s.close()
@@ -84,7 +83,7 @@ func openStage(dir string) (*stage, error) {
 	if err := s.create(); err != nil {
 		s.abort()
 		s.close()
-		return nil, fmt.Errorf("apply %s: staging: %w", dir, err)
+		return nil, fmt.Errorf("staging: %w", err)
 	}
 	return s, nil
 }
@@ -95,14 +94,14 @@ func (s *stage) lockLayer() error {
 	for {
 		fd, err := unix.Openat(s.parentFD, s.base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
-			return fmt.Errorf("apply %s: not a directory", s.dir)
+			return errors.New("not a directory")
 		}
 		if err != nil {
-			return fmt.Errorf("apply %s: %w", s.dir, err)
+			return err
 		}
 		if err := flock(fd); err != nil {
 			unix.Close(fd)
-			return fmt.Errorf("apply %s: lock: %w", s.dir, err)
+			return fmt.Errorf("lock: %w", err)
 		}
 		var locked, now, parent unix.Stat_t
 		err = sys.Fstat(fd, &locked)
@@ -114,7 +113,7 @@ func (s *stage) lockLayer() error {
 		}
 		if err != nil {
 			unix.Close(fd)
-			return fmt.Errorf("apply %s: %w", s.dir, err)
+			return err
 		}
 		if locked.Dev != now.Dev || locked.Ino != now.Ino {
 			unix.Close(fd) // swapped by another Apply meanwhile: lock the new one
@@ -122,7 +121,7 @@ func (s *stage) lockLayer() error {
 		}
 		if locked.Dev != parent.Dev {
 			unix.Close(fd)
-			return fmt.Errorf("apply %s: is a mount point; Apply stages beside the layer directory on the same filesystem, so apply into a directory inside the mount", s.dir)
+			return errors.New("is a mount point; Apply stages beside the layer directory on the same filesystem, so apply into a directory inside the mount")
 		}
 		s.layerFD = fd
 		return nil
@@ -281,14 +280,14 @@ func (s *stage) finishDirs() error {
 // under the staging name (a crash there leaves it for the next Apply).
 func (s *stage) commit() error {
 	if err := unix.Syncfs(s.treeFD); err != nil {
-		return fmt.Errorf("apply %s: syncfs: %w", s.dir, err)
+		return fmt.Errorf("syncfs: %w", err)
 	}
 	err := unix.Renameat2(s.parentFD, s.base, s.boxFD, "tree", unix.RENAME_EXCHANGE)
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-		return fmt.Errorf("apply %s: the filesystem cannot swap directories atomically (renameat2 RENAME_EXCHANGE: %v)", s.dir, err)
+		return fmt.Errorf("the filesystem cannot swap directories atomically (renameat2 RENAME_EXCHANGE: %v)", err)
 	}
 	if err != nil {
-		return fmt.Errorf("apply %s: swapping in the new content: %w", s.dir, err)
+		return fmt.Errorf("swapping in the new content: %w", err)
 	}
 	unix.Fsync(s.parentFD)
 	// Past the swap the Apply has happened: a failure to remove the old
