@@ -66,7 +66,9 @@ func TestApplyEveryType(t *testing.T) {
 	}
 	check("etc/motd", func(st *unix.Stat_t) bool { return st.Nlink == 2 && st.Mode&0o7777 == 0o644 }, "0644 with 2 links")
 	check("etc/owned", func(st *unix.Stat_t) bool { return st.Uid == 1234 && st.Gid == 5678 && st.Mode&0o7777 == 0o4750 }, "1234:5678 mode 4750 (setuid kept after chown)")
-	check("etc/motd", func(st *unix.Stat_t) bool { return st.Mtim.Sec == testTime.Unix() && st.Mtim.Nsec == int64(testTime.Nanosecond()) }, "mtime to the nanosecond")
+	check("etc/motd", func(st *unix.Stat_t) bool {
+		return st.Mtim.Sec == testTime.Unix() && st.Mtim.Nsec == int64(testTime.Nanosecond())
+	}, "mtime to the nanosecond")
 	check("etc", func(st *unix.Stat_t) bool { return st.Mtim.Sec == testTime.Unix() && st.Mode&0o777 == 0o755 }, "a dir with its mtime set after its content")
 	check("run/fifo", func(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFIFO && st.Mode&0o777 == 0o620 }, "fifo 0620")
 	check("dev/null", func(st *unix.Stat_t) bool {

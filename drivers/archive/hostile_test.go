@@ -124,7 +124,9 @@ func TestHostileTars(t *testing.T) {
 			archive.ApplyOptions{}, "./dup", true, "duplicate"},
 		{"duplicate dir", func(t *testing.T) []byte { return mkTar(t, append(good, dir("etc"))...) },
 			archive.ApplyOptions{}, "etc", true, "duplicate"},
-		{"duplicate whiteout", func(t *testing.T) []byte { return mkTar(t, append(good, file("etc//.wh.x", ""), file("etc/.wh.x", ""))...) },
+		{"duplicate whiteout", func(t *testing.T) []byte {
+			return mkTar(t, append(good, file("etc//.wh.x", ""), file("etc/.wh.x", ""))...)
+		},
 			archive.ApplyOptions{}, "etc/.wh.x", true, "duplicate"},
 		{"whiteout of ..", func(t *testing.T) []byte { return mkTar(t, append(good, file("etc/.wh...", ""))...) },
 			archive.ApplyOptions{Flatten: true}, "etc/.wh...", true, "names no entry"},
