@@ -20,6 +20,24 @@ const stagePrefix = ".strata-stage."
 // next Apply to that layer). Listings of layer directories skip it.
 func IsStagingName(name string) bool { return strings.HasPrefix(name, stagePrefix) }
 
+// RemoveStaging removes what an interrupted Apply of the layer directory
+// dir left beside it (a crash, a kill), and does nothing when there is
+// nothing. It waits for a live Apply of dir to finish first. The next
+// Apply of dir does the same; a store calls this when it opens, so that
+// the hard links a staging directory holds to the layer's files (see
+// openStage) do not outlive the crash.
+func RemoveStaging(dir string) error {
+	s, err := lockStage(dir)
+	if err != nil {
+		return fmt.Errorf("remove staging of %s: %w", dir, err)
+	}
+	defer s.close()
+	if err := removeAllAt(s.parentFD, s.name); err != nil {
+		return fmt.Errorf("remove staging of %s: %w", dir, err)
+	}
+	return nil
+}
+
 // stage is one Apply's workspace: the new layer content is built in
 // <parent>/.strata-stage.<base>/tree and swapped with the layer directory
 // in one renameat2(RENAME_EXCHANGE).
@@ -56,8 +74,23 @@ type dirMeta struct {
 // directories with the same metadata, and a hard link for every other
 // object. Apply never changes a non-directory in place (a tar entry always
 // replaces the name), so the links share nothing that is written, and the
-// old layer directory stays byte for byte as it was.
+// old layer directory stays byte for byte as it was; only the link counts
+// (and ctimes) of its files are raised while a staging directory exists.
 func openStage(dir string) (*stage, error) {
+	s, err := lockStage(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.create(); err != nil {
+		s.abort()
+		s.close()
+		return nil, fmt.Errorf("staging: %w", err)
+	}
+	return s, nil
+}
+
+// lockStage opens dir's parent and locks dir.
+func lockStage(dir string) (*stage, error) {
 	dir = filepath.Clean(dir)
 	s := &stage{parentFD: -1, layerFD: -1, boxFD: -1, treeFD: -1}
 	parent, base := filepath.Split(dir)
@@ -79,11 +112,6 @@ func openStage(dir string) (*stage, error) {
 	if err := s.lockLayer(); err != nil {
 		s.close()
 		return nil, err
-	}
-	if err := s.create(); err != nil {
-		s.abort()
-		s.close()
-		return nil, fmt.Errorf("staging: %w", err)
 	}
 	return s, nil
 }
