@@ -116,22 +116,32 @@ func newUnpacker(st *stage, opts ApplyOptions) *unpacker {
 	}
 }
 
-// countingReader counts the bytes of tar stream consumed, for Progress and
-// for telling a complete archive from one cut at an entry boundary.
-type countingReader struct {
-	r        io.Reader
+// byteCount counts the bytes of a tar stream and reports them to an
+// optional Progress callback.
+type byteCount struct {
 	n        int64
 	progress func(int64)
 }
 
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
+func (c *byteCount) add(n int) {
 	if n > 0 {
 		c.n += int64(n)
 		if c.progress != nil {
 			c.progress(c.n)
 		}
 	}
+}
+
+// countingReader counts the bytes of tar stream consumed, for Progress and
+// for telling a complete archive from one cut at an entry boundary.
+type countingReader struct {
+	r io.Reader
+	byteCount
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.add(n)
 	return n, err
 }
 
@@ -146,7 +156,7 @@ func headerOnly(typ byte) bool {
 }
 
 func (u *unpacker) unpack(r io.Reader) error {
-	cr := &countingReader{r: r, progress: u.opts.Progress}
+	cr := &countingReader{r: r, byteCount: byteCount{progress: u.opts.Progress}}
 	tr := tar.NewReader(cr)
 	last := ""
 	var end int64 // where the last entry's content ends in the stream

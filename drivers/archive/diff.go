@@ -77,7 +77,7 @@ type tarEmitter struct {
 
 func newTarEmitter(w io.Writer, progress func(int64)) *tarEmitter {
 	if progress != nil {
-		w = &countingWriter{w: w, progress: progress}
+		w = &countingWriter{w: w, byteCount: byteCount{progress: progress}}
 	}
 	return &tarEmitter{tw: tar.NewWriter(w), links: map[devIno]string{}}
 }
@@ -179,16 +179,12 @@ func (e *tarEmitter) write(o *object, hdr *tar.Header) error {
 
 // countingWriter reports the bytes written so far.
 type countingWriter struct {
-	w        io.Writer
-	n        int64
-	progress func(int64)
+	w io.Writer
+	byteCount
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	c.n += int64(n)
-	if n > 0 {
-		c.progress(c.n)
-	}
+	c.add(n)
 	return n, err
 }

@@ -200,26 +200,10 @@ func (u *unpacker) createFile(dirFD int, name string, hdr *tar.Header, content i
 	if err := u.setMetadata(fd, hdr); err != nil {
 		return err
 	}
-	if err := f.Chmod(fileMode(uint32(hdr.Mode))); err != nil {
-		return err
+	if err := unix.Fchmod(fd, uint32(hdr.Mode)&0o7777); err != nil {
+		return fmt.Errorf("chmod: %w", err)
 	}
 	return u.setTimes(dirFD, name, hdr)
-}
-
-// fileMode turns permission and setuid/setgid/sticky bits into an
-// os.FileMode for File.Chmod.
-func fileMode(m uint32) os.FileMode {
-	mode := os.FileMode(m & 0o777)
-	if m&unix.S_ISUID != 0 {
-		mode |= os.ModeSetuid
-	}
-	if m&unix.S_ISGID != 0 {
-		mode |= os.ModeSetgid
-	}
-	if m&unix.S_ISVTX != 0 {
-		mode |= os.ModeSticky
-	}
-	return mode
 }
 
 // setMetadata gives the object behind fd (any descriptor, O_PATH included)

@@ -129,11 +129,8 @@ func (w *layerWalker) dir(rel string, dirFD int, markers whiteout.DirMarkers, op
 	}
 	for _, e := range l.names {
 		childRel := joinRel(rel, e.Name)
-		o, err := layerObject(dirFD, e.Name, childRel)
+		o, err := w.send(dirFD, e.Name, childRel)
 		if err != nil {
-			return err
-		}
-		if err := w.ev.object(o); err != nil {
 			return err
 		}
 		if !isDir(&o.st) {
@@ -144,6 +141,15 @@ func (w *layerWalker) dir(rel string, dirFD int, markers whiteout.DirMarkers, op
 		}
 	}
 	return nil
+}
+
+// send reads the object name in dirFD (rel in the layer) and sends it.
+func (w *layerWalker) send(dirFD int, name, rel string) (*object, error) {
+	o, err := layerObject(dirFD, name, rel)
+	if err == nil {
+		err = w.ev.object(o)
+	}
+	return o, err
 }
 
 func (w *layerWalker) childDir(dirFD int, name, rel string, opaque bool) error {
@@ -231,11 +237,8 @@ func (w *layerWalker) merged(rel string, upperFD int, markers whiteout.DirMarker
 			}
 			continue
 		}
-		o, err := layerObject(upperFD, name, childRel)
+		o, err := w.send(upperFD, name, childRel)
 		if err != nil {
-			return err
-		}
-		if err := w.ev.object(o); err != nil {
 			return err
 		}
 		if !isDir(&o.st) {
