@@ -19,6 +19,7 @@ Usage:
   strata mount [flags] -o OPTIONS MOUNTPOINT   mount a union (returns once it is ready)
   strata umount [-l] MOUNTPOINT                unmount it
   strata demo                                  build a 3-layer example, mount it, show the union at work
+  strata graph --root DIR SUBCOMMAND ...       a container layer store (create, mount, apply, diff, ...)
   strata version                               print the version
 
 Mount options (-o, comma-separated, repeatable), in either syntax:
@@ -54,6 +55,8 @@ func run(args []string) int {
 		err = cmdUmount(args[1:])
 	case "demo":
 		err = cmdDemo(args[1:])
+	case "graph":
+		err = cmdGraph(args[1:])
 	case "version", "--version":
 		fmt.Println(versionString())
 		return 0
