@@ -106,7 +106,6 @@ func readDiff(t *testing.T, d drivers.Driver, id string) []byte {
 	return b
 }
 
-
 // contentMembers lists a layer tar's members (drivertest.TarListing)
 // without deletion markers, and without directory mtimes.
 func contentMembers(t *testing.T, tarball []byte) []string {
