@@ -125,7 +125,8 @@ func readAufsStore(dir string) (*aufsStore, error) {
 		anc := parseAncestors(raw)
 		src.layers[id] = &layer{ID: id, Parent: firstOrEmpty(anc), Ancestors: anc}
 	}
-	for id, l := range src.layers {
+	for _, id := range names {
+		l := src.layers[id]
 		if l.Parent == "" {
 			continue
 		}
