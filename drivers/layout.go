@@ -11,6 +11,8 @@ import (
 	"os"
 	"path"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // The store's subtree for one backend, <root>/<backend>/, in the aufs
@@ -94,7 +96,13 @@ func syncDir(root *os.Root, dir string) error {
 		return err
 	}
 	defer d.Close()
-	return d.Sync()
+	err = d.Sync()
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTSUP) {
+		// Some filesystems (FUSE ones among them) do not fsync
+		// directories; the rename is as durable as they make it.
+		return nil
+	}
+	return err
 }
 
 // readLayer loads a registered layer's record; ErrNotFound when id is not

@@ -224,7 +224,7 @@ func (s *Store) cleanOrphans() error {
 			case strings.HasPrefix(n, ".tmp-"):
 				s.root.RemoveAll(layerPath(dir, n))
 			case !registered[n]:
-				s.removePieces(n)
+				s.removePieces(n, "") // dangling links go below
 			}
 		}
 	}

@@ -157,32 +157,53 @@ func unionLowers(l *layer, chain []*layer, minLowers int) []string {
 	return lowers
 }
 
-// mount tries, in order: the whole option with absolute paths in one
-// mount(2) page; the same with paths relative to the store (short l/
-// links) from a thread whose working directory is the store, as Docker's
-// overlay2 mountFrom does; and the new mount API, which takes one
-// "lowerdir+" per layer and has no length limit (Linux 6.8+).
-func (o *overlayBackend) mount(l *layer, chain []*layer) (string, error) {
-	target := o.mountDir(l)
+// overlayHow is how one overlay mount passes its layers to the kernel.
+type overlayHow int
+
+const (
+	// absolutePaths: one mount(2) with absolute paths, within a page.
+	absolutePaths overlayHow = iota
+	// fromStore: paths relative to the store (short l/ links), mount(2)
+	// from a thread whose working directory is the store, as Docker's
+	// overlay2 mountFrom does; within a page.
+	fromStore
+	// lowerdirPlus: the new mount API, one fsconfig "lowerdir+" per layer,
+	// no length limit (Linux 6.8+).
+	lowerdirPlus
+)
+
+// overlayPlan is one mount, worked out.
+type overlayPlan struct {
+	how         overlayHow
+	data        string   // the option string (absolutePaths, fromStore)
+	lowers      []string // absolute lower paths, top first (lowerdirPlus)
+	upper, work string   // absolute; empty for a read-only layer
+	flags       uintptr
+}
+
+// plan picks the first way that works for this chain: absolute paths,
+// then paths relative to the store, then lowerdir+.
+func (o *overlayBackend) plan(l *layer, chain []*layer) (overlayPlan, error) {
 	lowers := unionLowers(l, chain, 2)
 	if len(lowers) > overlayMaxStack {
-		return "", fmt.Errorf("%w: %d lower layers; kernel overlay stacks at most %d (use the fuse backend for deeper chains)", ErrNotSupported, len(lowers), overlayMaxStack)
+		return overlayPlan{}, fmt.Errorf("%w: %d lower layers; kernel overlay stacks at most %d (use the fuse backend for deeper chains)", ErrNotSupported, len(lowers), overlayMaxStack)
 	}
+	var p overlayPlan
 	var upper, work string
-	var flags uintptr
 	if l.ReadWrite {
 		upper, work = layerPath(dirDiff, l.ID), layerPath(dirWork, l.ID)
+		p.upper, p.work = o.s.abs(upper), o.s.abs(work)
 	} else {
-		flags = unix.MS_RDONLY
+		p.flags = unix.MS_RDONLY
 	}
 	build := func(prefix string) string {
 		var b strings.Builder
 		b.WriteString("lowerdir=")
-		for i, p := range lowers {
+		for i, lower := range lowers {
 			if i > 0 {
 				b.WriteByte(':')
 			}
-			b.WriteString(prefix + p)
+			b.WriteString(prefix + lower)
 		}
 		if upper != "" {
 			b.WriteString(",upperdir=" + prefix + upper + ",workdir=" + prefix + work)
@@ -191,23 +212,39 @@ func (o *overlayBackend) mount(l *layer, chain []*layer) (string, error) {
 		return b.String()
 	}
 	page := os.Getpagesize()
-	if abs := build(o.s.path + "/"); len(abs) < page && !strings.ContainsAny(o.s.path, ",:\\") {
-		return target, wrapMount("mount -t overlay", unix.Mount("overlay", target, "overlay", flags, abs))
+	if p.data = build(o.s.path + "/"); len(p.data) < page && !strings.ContainsAny(o.s.path, ",:\\") {
+		p.how = absolutePaths
+		return p, nil
 	}
-	if rel := build(""); len(rel) < page {
-		return target, wrapMount("mount -t overlay (from the store directory)", mountFrom(o.s.path, target, flags, rel))
+	if p.data = build(""); len(p.data) < page {
+		p.how = fromStore
+		return p, nil
 	}
 	if !o.lowerdirPlus {
-		return "", fmt.Errorf("%w: %d layers need a %d-byte mount option, more than a page, and this kernel has no fsconfig lowerdir+ (Linux 6.8+)", ErrNotSupported, len(lowers), len(build("")))
+		return overlayPlan{}, fmt.Errorf("%w: %d layers need a %d-byte mount option, more than a page, and this kernel has no fsconfig lowerdir+ (Linux 6.8+)", ErrNotSupported, len(lowers), len(p.data))
 	}
-	abs := make([]string, len(lowers))
-	for i, p := range lowers {
-		abs[i] = o.s.abs(p)
+	p.how, p.data = lowerdirPlus, ""
+	for _, lower := range lowers {
+		p.lowers = append(p.lowers, o.s.abs(lower))
 	}
-	if upper != "" {
-		upper, work = o.s.abs(upper), o.s.abs(work)
+	return p, nil
+}
+
+func (o *overlayBackend) mount(l *layer, chain []*layer) (string, error) {
+	target := o.mountDir(l)
+	p, err := o.plan(l, chain)
+	if err != nil {
+		return "", err
 	}
-	return target, mountLowerdirPlus(abs, upper, work, target)
+	switch p.how {
+	case absolutePaths:
+		err = wrapMount("mount -t overlay", unix.Mount("overlay", target, "overlay", p.flags, p.data))
+	case fromStore:
+		err = wrapMount("mount -t overlay (from the store directory)", mountFrom(o.s.path, target, p.flags, p.data))
+	default:
+		err = mountLowerdirPlus(p.lowers, p.upper, p.work, target)
+	}
+	return target, err
 }
 
 func wrapMount(what string, err error) error {

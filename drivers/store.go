@@ -109,12 +109,12 @@ func (s *Store) create(id, parent string, rw bool, opts *CreateOpts) (err error)
 		l.Ancestors = append([]string{parent}, p.Ancestors...)
 	}
 	// Pieces of an earlier attempt that crashed before registering.
-	if err := s.removePieces(id); err != nil {
+	if err := s.removeLeftovers(id); err != nil {
 		return fmt.Errorf("create %s: clearing an unregistered leftover: %w", id, err)
 	}
 	defer func() {
 		if err != nil {
-			s.removePieces(id)
+			s.removePieces(id, l.Link)
 		}
 	}()
 	dirs := []string{layerPath(dirDiff, id), layerPath(dirMnt, id)}
@@ -175,7 +175,7 @@ func (s *Store) Remove(id string) error {
 	if err := syncDir(s.root, dirLayers); err != nil {
 		return fmt.Errorf("remove %s: %w", id, err)
 	}
-	if err := s.removePieces(id); err != nil {
+	if err := s.removePieces(id, h.Link); err != nil {
 		return fmt.Errorf("remove %s: unregistered, but cleaning up: %w", id, err)
 	}
 	// Deleted only while held: flockFile sees the change and a waiter
@@ -226,20 +226,42 @@ func (h *heldLayer) refuseMounted(op, advice string) error {
 	return nil
 }
 
-// removePieces deletes everything of an unregistered layer id. mnt/<id>
-// is removed with rmdir, never recursively: if something is still mounted
-// there, the rmdir fails instead of deleting the mounted tree's content.
-func (s *Store) removePieces(id string) error {
+// removePieces deletes everything of an unregistered layer id, and its
+// short link when link is not empty. mnt/<id> is removed with rmdir,
+// never recursively: if something is still mounted there, the rmdir fails
+// instead of deleting the mounted tree's content.
+func (s *Store) removePieces(id, link string) error {
 	var errs []error
-	links, err := s.linksTo(id)
-	errs = append(errs, err)
-	for _, link := range links {
+	if link != "" {
 		errs = append(errs, ignoreNotExist(s.root.Remove(layerPath(dirLinks, link))))
 	}
 	for _, d := range []string{dirDiff, dirWork, dirMeta, dirRefs} {
 		errs = append(errs, s.root.RemoveAll(layerPath(d, id)))
 	}
 	errs = append(errs, ignoreNotExist(s.root.Remove(layerPath(dirMnt, id))))
+	return errors.Join(errs...)
+}
+
+// removeLeftovers removes what a crashed Create of the unregistered id
+// left, if anything: its pieces and any short link to its diff dir.
+func (s *Store) removeLeftovers(id string) error {
+	found := false
+	for _, d := range []string{dirDiff, dirWork, dirMeta, dirMnt} {
+		if _, err := s.root.Lstat(layerPath(d, id)); err == nil {
+			found = true
+		}
+	}
+	if !found {
+		return nil
+	}
+	links, err := s.linksTo(id)
+	if err != nil {
+		return err
+	}
+	errs := []error{s.removePieces(id, "")}
+	for _, link := range links {
+		errs = append(errs, ignoreNotExist(s.root.Remove(layerPath(dirLinks, link))))
+	}
 	return errors.Join(errs...)
 }
 
@@ -514,9 +536,15 @@ func (s *Store) Cleanup() error {
 	errs := []error{err}
 	if s.be.tracksMounts() {
 		// A mount without a count (adopted) is ours to clean up too.
-		all, err := s.ids()
+		mounts, err := mountPoints()
 		errs = append(errs, err)
-		ids = append(ids, all...)
+		mnts, err := readDirNames(s.root, dirMnt)
+		errs = append(errs, err)
+		for _, id := range mnts {
+			if _, ok := mounts[s.abs(layerPath(dirMnt, id))]; ok {
+				ids = append(ids, id)
+			}
+		}
 	}
 	seen := map[string]bool{}
 	for _, id := range ids {

@@ -2,6 +2,7 @@ package drivers
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -109,4 +110,45 @@ func TestNotSupportedMessage(t *testing.T) {
 	err := notSupported("device-mapper not available: %s", "x")
 	require.Equal(t, "device-mapper not available: x", err.Error())
 	require.True(t, errors.Is(err, ErrNotSupported))
+}
+
+// TestOverlayPlan: which way the overlay backend passes a chain of n
+// layers to the kernel (TestOverlayDepth mounts each for real).
+func TestOverlayPlan(t *testing.T) {
+	chainOf := func(n int) (*layer, []*layer) {
+		var chain []*layer
+		for i := 0; i < n; i++ {
+			chain = append(chain, &layer{ID: fmt.Sprintf("p%d", i), Link: newLink()})
+		}
+		return &layer{ID: "top", ReadWrite: true, Link: newLink()}, chain
+	}
+	for _, c := range []struct {
+		path   string
+		n      int
+		plus   bool
+		want   overlayHow
+		refuse string
+	}{
+		{"/var/lib/strata/overlay", 10, true, absolutePaths, ""},
+		{"/var/lib/strata/overlay", 100, true, fromStore, ""},
+		{"/var/lib/strata/overlay", 300, true, lowerdirPlus, ""},
+		{"/var/lib/strata/overlay", 500, true, lowerdirPlus, ""},
+		{"/var/lib/strata/overlay", 300, false, 0, "more than a page, and this kernel has no fsconfig lowerdir+"},
+		{"/var/lib/strata/overlay", 501, true, 0, "501 lower layers; kernel overlay stacks at most 500"},
+		{"/srv/a,b/overlay", 2, true, fromStore, ""}, // a comma cannot be escaped in mount(2) data
+	} {
+		o := &overlayBackend{s: &Store{path: c.path}, lowerdirPlus: c.plus}
+		l, chain := chainOf(c.n)
+		p, err := o.plan(l, chain)
+		if c.refuse != "" {
+			require.ErrorIs(t, err, ErrNotSupported)
+			require.ErrorContains(t, err, c.refuse)
+			continue
+		}
+		require.NoError(t, err)
+		require.Equal(t, c.want, p.how, "%d layers under %s", c.n, c.path)
+		if p.how != lowerdirPlus {
+			require.Less(t, len(p.data), os.Getpagesize())
+		}
+	}
 }

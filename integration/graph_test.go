@@ -145,4 +145,3 @@ func readFile(t testing.TB, p string) string {
 	require.NoError(t, err)
 	return string(b)
 }
-
