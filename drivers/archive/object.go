@@ -319,12 +319,16 @@ func (u *unpacker) linkSource(linkname string) (*linkSource, error) {
 		return nil, refuse("hard link to the layer root")
 	}
 	if len(t) == 2 && t[0] == plnkDir {
-		var st unix.Stat_t
-		if !u.plnkStored(t.base()) || sys.Lstatat(u.st.boxFD, "plnk/"+t.base(), &st) != nil {
+		if !u.plnkStored(t.base()) {
 			return nil, refuse("hard link target %q is not in the layer", linkname)
 		}
 		fd, err := sys.OpenDirBeneath(u.st.boxFD, "plnk")
 		if err != nil {
+			return nil, err
+		}
+		var st unix.Stat_t
+		if err := sys.Lstatat(fd, t.base(), &st); err != nil {
+			unix.Close(fd)
 			return nil, err
 		}
 		return &linkSource{dirFD: fd, name: t.base(), plnk: true, size: st.Size, owned: true}, nil
