@@ -16,7 +16,6 @@ import (
 // 64 MiB file.
 func benchTar(b *testing.B) []byte {
 	b.Helper()
-	t := &testing.T{}
 	var entries []ent
 	for d := range 100 {
 		entries = append(entries, dir(fmt.Sprintf("d%02d/", d)))
@@ -25,7 +24,7 @@ func benchTar(b *testing.B) []byte {
 		}
 	}
 	entries = append(entries, file("big", strings.Repeat("y", 64<<20)))
-	return mkTar(t, entries...)
+	return mkTar(b, entries...)
 }
 
 // BenchmarkApply: into an empty layer dir (the graphdriver's ApplyDiff),

@@ -67,7 +67,7 @@ func withXattr(e ent, name, value string) ent {
 }
 
 // mkTar builds a PAX tar of entries, in order.
-func mkTar(t *testing.T, entries ...ent) []byte {
+func mkTar(t testing.TB, entries ...ent) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
