@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -298,5 +299,37 @@ func TestApplyNeedsDir(t *testing.T) {
 	_, err := archive.Apply(filepath.Join(root, "file"), bytes.NewReader(mkTar(t)), archive.ApplyOptions{})
 	if err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Errorf("Apply on a file: %v", err)
+	}
+}
+
+// TestApplyOverLayerContent: a tar applied to a layer dir that already
+// has content is applied on top of it: a whiteout deletes the layer's own
+// object and leaves a marker for the lower layers; an opaque marker on the
+// root hides everything below, the layer's earlier content included.
+func TestApplyOverLayerContent(t *testing.T) {
+	for _, format := range []whiteout.Format{whiteout.Overlay, whiteout.Aufs} {
+		t.Run(format.String(), func(t *testing.T) {
+			if format == whiteout.Overlay {
+				needRoot(t, "trusted.overlay.opaque")
+			}
+			d := newLayer(t)
+			writeFile(t, filepath.Join(d, "x"), "old")
+			writeFile(t, filepath.Join(d, "sub/y"), "old")
+			apply(t, d, mkTar(t, file(".wh.x", "")), archive.ApplyOptions{Format: format})
+			switch format {
+			case whiteout.Overlay:
+				if !isCharWhiteout(filepath.Join(d, "x")) {
+					t.Errorf("x: want a char 0/0 whiteout in its place")
+				}
+			case whiteout.Aufs:
+				if exists(filepath.Join(d, "x")) || !exists(filepath.Join(d, ".wh.x")) {
+					t.Errorf("want x gone and .wh.x written")
+				}
+			}
+			apply(t, d, mkTar(t, file(".wh..wh..opq", ""), file("z", "z")), archive.ApplyOptions{Format: format})
+			if got := tarNames(t, diff(t, d, archive.DiffOptions{})); !slices.Equal(got, []string{".wh..wh..opq", "z"}) {
+				t.Errorf("after a root opaque marker the layer reads as %q", got)
+			}
+		})
 	}
 }
