@@ -145,11 +145,12 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// headerOnly are the entry types whose Size the tar reader ignores: they
-// have no content in the stream.
+// headerOnly are the entry types whose content the stream does not hold
+// after the header: the tar reader ignores their Size, or (PAX global
+// headers) has read the content already.
 func headerOnly(typ byte) bool {
 	switch typ {
-	case tar.TypeLink, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeDir, tar.TypeFifo:
+	case tar.TypeLink, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeDir, tar.TypeFifo, tar.TypeXGlobalHeader:
 		return true
 	}
 	return false

@@ -333,3 +333,14 @@ func TestApplyOverLayerContent(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyGlobalHeader: PAX global headers (git archive writes one) carry
+// no entry and do not upset the end-of-archive check.
+func TestApplyGlobalHeader(t *testing.T) {
+	global := ent{hdr: tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: map[string]string{"comment": strings.Repeat("c", 1000)}}}
+	d := newLayer(t)
+	apply(t, d, mkTar(t, global, file("a", "a")), archive.ApplyOptions{})
+	if got := tarNames(t, diff(t, d, archive.DiffOptions{})); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("layer holds %q", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,6 +146,20 @@ func TestHostileTars(t *testing.T) {
 			archive.ApplyOptions{}, long[:50], true, "longer than a Linux name"},
 		{"path too long", func(t *testing.T) []byte { return mkTar(t, append(good, file(deep, "x"))...) },
 			archive.ApplyOptions{}, "d/d/d/d/d/d/", true, "longer than a Linux path"},
+		{"sparse (PAX 1.0)", func(t *testing.T) []byte {
+			records := paxRecord("GNU.sparse.major", "1") + paxRecord("GNU.sparse.minor", "0") +
+				paxRecord("GNU.sparse.name", "holes") + paxRecord("GNU.sparse.realsize", "10")
+			sparseMap := "1\n0\n10\n"
+			return rawTar(mkTar(t, good...),
+				rawEntry{'x', "PaxHeaders/holes", records},
+				rawEntry{'0', "GNUSparseFile.0/holes", sparseMap + strings.Repeat("\x00", 512-len(sparseMap)) + "0123456789"})
+		}, archive.ApplyOptions{}, "holes", true, "sparse"},
+		{"sparse (old GNU)", func(t *testing.T) []byte {
+			return rawTar(mkTar(t, good...), rawEntry{'S', "holes", ""})
+		}, archive.ApplyOptions{}, "holes", true, "sparse"},
+		{"unknown type", func(t *testing.T) []byte {
+			return rawTar(mkTar(t, good...), rawEntry{'Z', "zed", ""})
+		}, archive.ApplyOptions{}, "zed", true, "unsupported entry type"},
 		{"root not a directory", func(t *testing.T) []byte { return mkTar(t, append(good, file(".", "x"))...) },
 			archive.ApplyOptions{}, `"."`, true, "root"},
 		{"cut mid-header", func(t *testing.T) []byte { return cut(okTar, offsetOf(t, okTar, "last")+100) },
@@ -206,3 +221,53 @@ func TestHostileTars(t *testing.T) {
 var hostileSentinel string
 
 func f0(t *testing.T) string { return hostileSentinel }
+
+// rawEntry is a tar entry written by hand, for types archive/tar will not
+// write.
+type rawEntry struct {
+	typ  byte
+	name string
+	body string
+}
+
+// rawTar appends entries to a tar (dropping its end-of-archive blocks)
+// and ends it again.
+func rawTar(tb []byte, entries ...rawEntry) []byte {
+	out := append([]byte{}, tb[:len(tb)-1024]...)
+	for _, e := range entries {
+		var h [512]byte
+		copy(h[0:100], e.name)
+		copy(h[100:108], "0000644\x00")
+		copy(h[108:116], "0000000\x00")
+		copy(h[116:124], "0000000\x00")
+		copy(h[124:136], fmt.Sprintf("%011o\x00", len(e.body)))
+		copy(h[136:148], "00000000000\x00")
+		h[156] = e.typ
+		copy(h[257:265], "ustar\x0000")
+		if e.typ == 'S' {
+			copy(h[257:265], "ustar  \x00") // a GNU-only type
+		}
+		copy(h[148:156], "        ")
+		sum := 0
+		for _, c := range h {
+			sum += int(c)
+		}
+		copy(h[148:156], fmt.Sprintf("%06o\x00 ", sum))
+		out = append(out, h[:]...)
+		out = append(out, e.body...)
+		if pad := len(e.body) % 512; pad != 0 {
+			out = append(out, make([]byte, 512-pad)...)
+		}
+	}
+	return append(out, make([]byte, 1024)...)
+}
+
+// paxRecord formats one PAX record ("len key=value\n").
+func paxRecord(k, v string) string {
+	body := " " + k + "=" + v + "\n"
+	n := len(body) + 1
+	for len(fmt.Sprint(n))+len(body) != n {
+		n++
+	}
+	return fmt.Sprint(n) + body
+}

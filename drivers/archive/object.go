@@ -62,6 +62,11 @@ func (u *unpacker) checkHeader(hdr *tar.Header) error {
 	default:
 		return refuse("unsupported entry type %q", hdr.Typeflag)
 	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return refuse("sparse entry: OCI layers should not use sparse files, and Apply does not take them")
+		}
+	}
 	if hdr.Typeflag == tar.TypeSymlink && (hdr.Linkname == "" || strings.IndexByte(hdr.Linkname, 0) >= 0 || len(hdr.Linkname) > maxPathLen) {
 		return refuse("symlink target is empty, has a NUL byte or is too long")
 	}
