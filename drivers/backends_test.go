@@ -125,7 +125,7 @@ func TestStaleMountCount(t *testing.T) {
 // it; the store is reopened with it, never silently with another.
 func TestAutoSelection(t *testing.T) {
 	root := t.TempDir()
-	s, err := drivers.New(drivers.Options{Root: root, StrataBinary: strataBin})
+	s, err := drivers.New(drivers.Options{Root: root, Backend: "auto", StrataBinary: strataBin})
 	require.NoError(t, err)
 	defer s.Cleanup()
 	status := statusMap(s.Status())
@@ -157,6 +157,18 @@ func TestAutoSelection(t *testing.T) {
 
 	_, err = drivers.New(drivers.Options{Root: t.TempDir(), Backend: "zfs"})
 	require.ErrorContains(t, err, `unknown backend "zfs"`)
+
+	plain, err := drivers.New(drivers.Options{Root: root})
+	require.NoError(t, err, "no backend asked for: the store's own")
+	require.Equal(t, chosen, plain.String())
+	require.NoError(t, plain.Cleanup())
+}
+
+// TestDefaultBackend: a new store without a backend asked for is fuse.
+func TestDefaultBackend(t *testing.T) {
+	s := openStore(t, "")
+	require.Equal(t, "fuse", s.String())
+	require.Contains(t, statusMap(s.Status())["Chosen by"], "default")
 }
 
 // TestAutoSelectionOnFUSE puts the store on a strata FUSE mount: kernel
@@ -170,7 +182,7 @@ func TestAutoSelectionOnFUSE(t *testing.T) {
 	defer host.Put("host")
 
 	root := filepath.Join(dir, "store")
-	s, err := drivers.New(drivers.Options{Root: root, StrataBinary: strataBin})
+	s, err := drivers.New(drivers.Options{Root: root, Backend: "auto", StrataBinary: strataBin})
 	require.NoError(t, err)
 	defer func() {
 		require.NoError(t, s.Cleanup())

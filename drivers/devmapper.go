@@ -205,6 +205,9 @@ func (d *deviceMapperBackend) createBase() error {
 		return fmt.Errorf("mount base device: %w", err)
 	}
 	err = os.Mkdir(dir+"/mnt/rootfs", 0o755)
+	if err == nil {
+		err = os.Chmod(dir+"/mnt/rootfs", 0o755) // past the umask
+	}
 	if uerr := unix.Unmount(dir+"/mnt", 0); err == nil {
 		err = uerr
 	}

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -185,40 +184,10 @@ func (s *Store) DiffSize(id, parent string) (int64, error) {
 		if err != nil {
 			return err
 		}
-		size, err = changedBytes(dir, changes)
+		size, err = archive.ChangesSize(dir, changes)
 		return err
 	})
 	return size, err
-}
-
-// changedBytes sums the sizes of the regular files that changes adds or
-// modifies in the tree dir, each inode once.
-func changedBytes(dir string, changes []archive.Change) (int64, error) {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return 0, err
-	}
-	defer root.Close()
-	seen := map[[2]uint64]bool{}
-	var total int64
-	for _, c := range changes {
-		if c.Kind == archive.ChangeDelete {
-			continue
-		}
-		fi, err := root.Lstat(strings.TrimPrefix(c.Path, "/"))
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", c.Path, err)
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !fi.Mode().IsRegular() || !ok {
-			continue
-		}
-		if key := [2]uint64{st.Dev, st.Ino}; !seen[key] {
-			seen[key] = true
-			total += fi.Size()
-		}
-	}
-	return total, nil
 }
 
 // withTrees runs fn with the complete trees of l's parent (the empty

@@ -22,7 +22,7 @@ const choiceFile = "backend"
 // choice is the content of <root>/backend.
 type choice struct {
 	Backend string `json:"backend"`
-	// ChosenBy is "auto" or "option" (--backend NAME).
+	// ChosenBy is "default", "auto" or "option" (--backend NAME).
 	ChosenBy string      `json:"chosen_by"`
 	Rejected []rejection `json:"rejected,omitempty"`
 }
@@ -32,9 +32,15 @@ type rejection struct {
 	Reason  string `json:"reason"`
 }
 
+// defaultBackend is what a new store gets when no backend is asked for.
+const defaultBackend = "fuse"
+
 func (c choice) describe() string {
-	if c.ChosenBy == "auto" {
+	switch c.ChosenBy {
+	case "auto":
 		return "auto: the first of " + strings.Join(backendNames, ", ") + " that works here (recorded in the store root)"
+	case "default":
+		return "the default for a new store (recorded in the store root)"
 	}
 	return "--backend " + c.Backend + " (recorded in the store root)"
 }
@@ -44,20 +50,19 @@ func errUnknownBackend(name string) error {
 }
 
 // New opens the store at opts.Root, creating it if needed. A new store
-// takes the backend opts.Backend names, or with "auto" the first of
-// overlay, fuse, devicemapper, vfs whose probe succeeds; the choice is
-// recorded in the root, and a store is always reopened with the backend it
-// was created with (asking for another fails with ErrBackendMismatch, so
-// layers are never silently read by the wrong backend).
+// takes the backend opts.Backend names: fuse when it is empty, or with
+// "auto" the first of overlay, fuse, devicemapper, vfs whose probe
+// succeeds. The choice is recorded in the root, and a store is always
+// reopened with the backend it was created with: an empty Backend or
+// "auto" means that one, and asking for another fails with
+// ErrBackendMismatch, so layers are never silently read by the wrong
+// backend.
 func New(opts Options) (*Store, error) {
 	if opts.Root == "" {
 		return nil, errors.New("graph store: no root directory given")
 	}
 	want := opts.Backend
-	if want == "" {
-		want = "auto"
-	}
-	if want != "auto" && !contains(backendNames, want) {
+	if want != "" && want != "auto" && !contains(backendNames, want) {
 		return nil, errUnknownBackend(want)
 	}
 	if err := os.MkdirAll(opts.Root, 0o700); err != nil {
@@ -98,7 +103,7 @@ func New(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("graph store %s: %w", top, err)
 	}
 	switch {
-	case recorded != nil && want != "auto" && want != recorded.Backend:
+	case recorded != nil && want != "" && want != "auto" && want != recorded.Backend:
 		return nil, fmt.Errorf("graph store %s: %w: it was created with backend %q; open it with --backend %s (or auto), or use another root", top, ErrBackendMismatch, recorded.Backend, recorded.Backend)
 	case recorded != nil:
 		s.choice = *recorded
@@ -119,6 +124,9 @@ func New(opts Options) (*Store, error) {
 		}
 	default:
 		s.choice = choice{ChosenBy: "option"}
+		if want == "" {
+			want, s.choice.ChosenBy = defaultBackend, "default"
+		}
 		if err := s.start(want); err != nil {
 			if errors.Is(err, ErrNotSupported) {
 				return nil, err // the reason alone ("device-mapper not available: ...")
@@ -216,15 +224,23 @@ func (s *Store) cleanOrphans() error {
 		if err != nil {
 			return err
 		}
+		staging := false
 		for _, n := range names {
 			switch {
 			case archive.IsStagingName(n):
-				// An ApplyDiff's workspace, live or left by a crash; the
-				// next apply to that layer (or its Remove) clears it.
+				staging = true
 			case strings.HasPrefix(n, ".tmp-"):
 				s.root.RemoveAll(layerPath(dir, n))
 			case !registered[n]:
 				s.removePieces(n, "") // dangling links go below
+			}
+		}
+		if staging {
+			// An ApplyDiff's workspace beside diff/<id>, left by a crash
+			// (RemoveStaging waits for one that is live). It holds hard
+			// links to the layer's files; only archive knows whose it is.
+			for _, id := range ids {
+				archive.RemoveStaging(s.abs(layerPath(dirDiff, id)))
 			}
 		}
 	}

@@ -8,15 +8,19 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/strata-fs/strata/drivers/archive"
 )
 
 // Options configure a Store.
 type Options struct {
 	// Root is the store's directory; it is created if missing.
 	Root string
-	// Backend is "auto" (or empty), "fuse", "overlay", "devicemapper" or
-	// "vfs". A store remembers the backend it was created with, and
-	// refuses to be opened with another one.
+	// Backend is "fuse", "overlay", "devicemapper", "vfs", or "auto" (the
+	// first of overlay, fuse, devicemapper, vfs that works here). Empty
+	// means the store's own backend, or fuse for a new store. A store
+	// remembers the backend it was created with, and refuses to be opened
+	// with another one.
 	Backend string
 	// StrataBinary is the strata executable the fuse backend runs as its
 	// mount daemon ("strata mount"). Without it the fuse backend is not
@@ -165,6 +169,11 @@ func (s *Store) Remove(id string) error {
 		return fmt.Errorf("remove %s: %w: %s", id, ErrHasChildren, strings.Join(children, ", "))
 	}
 	if err := s.be.remove(h.layer); err != nil {
+		return fmt.Errorf("remove %s: %w", id, err)
+	}
+	// What an interrupted ApplyDiff left beside diff/<id>; it can only
+	// be found while diff/<id> is there.
+	if err := archive.RemoveStaging(s.abs(layerPath(dirDiff, id))); err != nil {
 		return fmt.Errorf("remove %s: %w", id, err)
 	}
 	// Unregistering is the commit point; the rest is cleanup that

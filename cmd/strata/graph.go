@@ -35,8 +35,8 @@ Subcommands:
 
 Flags:
 %s
-A new store takes --backend (default auto: the first of overlay, fuse,
-devicemapper, vfs that works here); an existing one keeps its own.
+A new store takes --backend (fuse when not given; auto: the first of overlay,
+fuse, devicemapper, vfs that works here); an existing store keeps its own.
 `
 
 // graphCommand is one subcommand: how many arguments, and what it does.
@@ -82,7 +82,7 @@ func cmdGraph(args []string) error {
 	fl := pflag.NewFlagSet("graph", pflag.ContinueOnError)
 	fl.SetInterspersed(false) // flags after the subcommand are its arguments
 	fl.StringVar(&root, "root", "", "the store's directory (created if missing)")
-	fl.StringVar(&backend, "backend", "auto", "auto, fuse, overlay, devicemapper or vfs")
+	fl.StringVar(&backend, "backend", "", "fuse, overlay, devicemapper, vfs, or auto (default: the store's own; fuse for a new store)")
 	fl.Usage = func() { fmt.Fprintf(os.Stderr, graphUsage, fl.FlagUsages()) }
 	if err := fl.Parse(args); err != nil {
 		return err
