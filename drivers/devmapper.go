@@ -188,7 +188,7 @@ func (d *deviceMapperBackend) createBase() error {
 	if err := d.message(fmt.Sprintf("create_thin %d", dmBaseDevice)); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	name := d.deviceName("base")
+	name := d.deviceName(dmBaseDevice)
 	if err := d.activate(name, dmBaseDevice); err != nil {
 		return err
 	}
@@ -228,8 +228,11 @@ func (d *deviceMapperBackend) kind() contentKind        { return fullTree }
 func (d *deviceMapperBackend) markers() whiteout.Format { return whiteout.Overlay }
 func (d *deviceMapperBackend) tracksMounts() bool       { return true }
 
-func (d *deviceMapperBackend) deviceName(id string) string {
-	return strings.TrimSuffix(d.pool, "pool") + id
+// deviceName is the device-mapper name of thin device id: the pool's
+// prefix and the number (a layer id can be 128 characters, more than a
+// device-mapper name may be, and could be "pool").
+func (d *deviceMapperBackend) deviceName(id int) string {
+	return fmt.Sprintf("%s%d", strings.TrimSuffix(d.pool, "pool"), id)
 }
 
 func (d *deviceMapperBackend) mountDir(l *layer) string {
@@ -239,9 +242,9 @@ func (d *deviceMapperBackend) mountDir(l *layer) string {
 // create takes a thin snapshot of the parent's device (or the base). The
 // origin is suspended if it is active, as the kernel documentation asks.
 func (d *deviceMapperBackend) create(l, parent *layer) error {
-	origin, originName := dmBaseDevice, d.deviceName("base")
+	origin, originName := dmBaseDevice, d.deviceName(dmBaseDevice)
 	if parent != nil {
-		origin, originName = parent.Device, d.deviceName(parent.ID)
+		origin, originName = parent.Device, d.deviceName(parent.Device)
 	}
 	for tries := 0; ; tries++ {
 		id := d.state.NextDevice
@@ -275,8 +278,8 @@ func (d *deviceMapperBackend) snapshot(id, origin int, originName string) error 
 }
 
 func (d *deviceMapperBackend) remove(l *layer) error {
-	if d.active(d.deviceName(l.ID)) {
-		if err := d.deactivate(d.deviceName(l.ID)); err != nil {
+	if d.active(d.deviceName(l.Device)) {
+		if err := d.deactivate(d.deviceName(l.Device)); err != nil {
 			return err
 		}
 	}
@@ -290,7 +293,7 @@ func (d *deviceMapperBackend) mount(l *layer, _ []*layer) (string, error) {
 }
 
 func (d *deviceMapperBackend) mountDevice(l *layer, readOnly bool) error {
-	name := d.deviceName(l.ID)
+	name := d.deviceName(l.Device)
 	if !d.active(name) {
 		if err := d.activate(name, l.Device); err != nil {
 			return err
@@ -313,7 +316,7 @@ func (d *deviceMapperBackend) unmount(l *layer) error {
 	if err := unix.Unmount(target, 0); err != nil && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("umount %s: %w", target, err)
 	}
-	return d.deactivate(d.deviceName(l.ID))
+	return d.deactivate(d.deviceName(l.Device))
 }
 
 // contentDir mounts the device read-write for ApplyDiff (the store has

@@ -204,19 +204,23 @@ func isTerminal(f *os.File) bool {
 // half a second (a small layer shows nothing).
 type progress struct {
 	label   string
-	tty     bool
+	out     io.Writer // stderr, or nil when it is not a terminal
 	n       int64
 	started time.Time
 	shown   time.Time
 }
 
 func newProgress(label string) *progress {
-	return &progress{label: label, tty: isTerminal(os.Stderr), started: time.Now()}
+	p := &progress{label: label, started: time.Now()}
+	if isTerminal(os.Stderr) {
+		p.out = os.Stderr
+	}
+	return p
 }
 
 func (p *progress) Write(b []byte) (int, error) {
 	p.n += int64(len(b))
-	if now := time.Now(); p.tty && now.Sub(p.shown) > 200*time.Millisecond && now.Sub(p.started) > 500*time.Millisecond {
+	if now := time.Now(); p.out != nil && now.Sub(p.shown) > 200*time.Millisecond && now.Sub(p.started) > 500*time.Millisecond {
 		p.shown = now
 		p.show()
 	}
@@ -225,14 +229,14 @@ func (p *progress) Write(b []byte) (int, error) {
 
 func (p *progress) show() {
 	rate := float64(p.n) / time.Since(p.started).Seconds()
-	fmt.Fprintf(os.Stderr, "\r%s: %s, %s/s   ", p.label, humanBytes(float64(p.n)), humanBytes(rate))
+	fmt.Fprintf(p.out, "\r%s: %s, %s/s   ", p.label, humanBytes(float64(p.n)), humanBytes(rate))
 }
 
 // done finishes the line, if one was shown.
 func (p *progress) done() {
-	if p.tty && !p.shown.IsZero() {
+	if p.out != nil && !p.shown.IsZero() {
 		p.show()
-		fmt.Fprintln(os.Stderr)
+		fmt.Fprintln(p.out)
 	}
 }
 
