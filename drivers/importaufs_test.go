@@ -89,16 +89,7 @@ func TestImportAufs(t *testing.T) {
 	trees := map[string][2]drivertest.Tree{}
 	for _, backend := range crossBackends {
 		t.Run(backend, func(t *testing.T) {
-			root := t.TempDir()
-			s, err := drivers.New(drivers.Options{Root: root, Backend: backend, StrataBinary: strataBin})
-			if err != nil {
-				skipUnsupported(t, backend, err)
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				require.NoError(t, s.Cleanup())
-				drivertest.RequireNoMounts(t, root)
-			})
+			s := openStore(t, backend)
 			ids, err := s.ImportAufs(src)
 			require.NoError(t, err)
 			require.Equal(t, []string{"base", "mid", "top", "ctr-init", "ctr"}, ids)
