@@ -28,6 +28,9 @@ type backend interface {
 	// tracksMounts says whether a mount shows in /proc/self/mountinfo at
 	// mnt/<id>, so a stale reference count can be detected.
 	tracksMounts() bool
+	// dead reports whether l's mount is there but cannot serve any more
+	// (a FUSE daemon that was killed leaves its mount behind).
+	dead(l *layer) bool
 	// contentDir gives the directory ApplyDiff unpacks into, and a release
 	// to call afterwards (devicemapper mounts the device for it).
 	contentDir(l *layer) (dir string, release func() error, err error)

@@ -1,9 +1,12 @@
 package drivers_test
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,29 +99,74 @@ func TestFuseDepth(t *testing.T) {
 	readChain(t, s, ids)
 }
 
-// TestStaleMountCount: a mount that went away behind the store's back (its
-// daemon killed, an admin's umount) leaves a count that is not believed:
-// the next Get mounts again, and the counts balance.
+// TestStaleMountCount: a mount that went away behind the store's back (an
+// admin's umount), or whose FUSE daemon was killed (the kernel keeps that
+// mount, answering ENOTCONN), leaves a count that is not believed: the
+// next Get mounts again, and the counts balance.
 func TestStaleMountCount(t *testing.T) {
-	for _, backend := range []string{"fuse", "overlay"} {
-		t.Run(backend, func(t *testing.T) {
-			s := openStore(t, backend)
+	for _, c := range []struct {
+		backend, how string
+		breakIt      func(t *testing.T, dir string)
+	}{
+		{"fuse", "unmounted", unmountBehind},
+		{"overlay", "unmounted", unmountBehind},
+		{"fuse", "daemon killed", killDaemon},
+	} {
+		t.Run(c.backend+" "+c.how, func(t *testing.T) {
+			s := openStore(t, c.backend)
 			require.NoError(t, s.Create("base", "", nil))
+			_, err := s.ApplyDiff("base", "", bytes.NewReader(drivertest.Tar(t, drivertest.Entry{Name: "f", Content: "data"})))
+			require.NoError(t, err)
 			dir, err := s.Get("base", "")
 			require.NoError(t, err)
-			require.NoError(t, unix.Unmount(dir, 0), "unmounting behind the store's back")
+			c.breakIt(t, dir)
 			again, err := drivers.New(drivers.Options{Root: filepath.Dir(s.Path()), StrataBinary: strataBin})
 			require.NoError(t, err)
 			m, err := again.GetMetadata("base")
 			require.NoError(t, err)
-			require.Equal(t, "0", m["Users"], "a count for a mount that is gone")
+			require.Equal(t, "0", m["Users"], "a count for a mount that is %s", c.how)
 			dir2, err := again.Get("base", "")
 			require.NoError(t, err)
 			require.Equal(t, dir, dir2)
+			b, err := os.ReadFile(dir2 + "/f")
+			require.NoError(t, err, "reading through the new mount")
+			require.Equal(t, "data", string(b))
 			require.NoError(t, again.Put("base"))
 			require.ErrorIs(t, again.Put("base"), drivers.ErrNotMounted)
 		})
 	}
+}
+
+func unmountBehind(t *testing.T, dir string) {
+	require.NoError(t, unix.Unmount(dir, 0), "unmounting behind the store's back")
+}
+
+// killDaemon kills the strata daemon serving dir (this test started it
+// through the store): the one process with dir as an argument.
+func killDaemon(t *testing.T, dir string) {
+	procs, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	var pids []int
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile("/proc/" + p.Name() + "/cmdline")
+		for _, arg := range strings.Split(string(cmdline), "\x00") {
+			if arg == dir {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	require.Len(t, pids, 1, "the daemon serving %s", dir)
+	require.NoError(t, unix.Kill(pids[0], unix.SIGKILL))
+	_, err = os.Stat(dir)
+	for i := 0; i < 100 && !errors.Is(err, unix.ENOTCONN); i++ {
+		time.Sleep(20 * time.Millisecond) // the kernel notices the closed device
+		_, err = os.Stat(dir)
+	}
+	require.ErrorIs(t, err, unix.ENOTCONN, "the mount of a killed daemon")
 }
 
 // TestAutoSelection: auto takes the first backend that works and records

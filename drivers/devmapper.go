@@ -227,6 +227,7 @@ func (d *deviceMapperBackend) name() string             { return "devicemapper" 
 func (d *deviceMapperBackend) kind() contentKind        { return fullTree }
 func (d *deviceMapperBackend) markers() whiteout.Format { return whiteout.Overlay }
 func (d *deviceMapperBackend) tracksMounts() bool       { return true }
+func (d *deviceMapperBackend) dead(*layer) bool         { return false }
 
 // deviceName is the device-mapper name of thin device id: the pool's
 // prefix and the number (a layer id can be 128 characters, more than a

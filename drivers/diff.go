@@ -147,6 +147,15 @@ func (s *Store) ApplyDiff(id, parent string, diff io.Reader) (int64, error) {
 	if err := h.refuseMounted("apply", "unmount it first"); err != nil {
 		return 0, err
 	}
+	// The same for the layers on top of it, mounted or not: what they
+	// show would change under them.
+	children, err := s.children(id)
+	if err != nil {
+		return 0, fmt.Errorf("apply %s: %w", id, err)
+	}
+	if len(children) > 0 {
+		return 0, fmt.Errorf("apply %s: %w: %s; apply to a layer before putting others on it", id, ErrHasChildren, strings.Join(children, ", "))
+	}
 	dir, release, err := s.be.contentDir(l)
 	if err != nil {
 		return 0, fmt.Errorf("apply %s: %w", id, err)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -114,9 +116,34 @@ func (f *fuseBackend) mount(l *layer, chain []*layer) (string, error) {
 	return target, f.run(f.s.path, "mount", "--whiteout="+f.format.String(), "-o", opt, target)
 }
 
+// unmount runs "strata umount", and a lazy one when the plain one fails
+// (a mount whose daemon is gone answers every access with ENOTCONN).
 func (f *fuseBackend) unmount(l *layer) error {
-	return f.run(f.s.path, "umount", f.mountDir(l))
+	err := f.run(f.s.path, "umount", f.mountDir(l))
+	if err != nil && f.dead(l) {
+		err = f.run(f.s.path, "umount", "-l", f.mountDir(l))
+	}
+	return err
 }
+
+// dead asks the mount for its statfs: a killed daemon's mount stays in
+// the mount table and answers ENOTCONN. A daemon that does not answer
+// within deadTimeout is busy, not dead.
+func (f *fuseBackend) dead(l *layer) bool {
+	answer := make(chan error, 1)
+	go func() {
+		var st unix.Statfs_t
+		answer <- unix.Statfs(f.mountDir(l), &st)
+	}()
+	select {
+	case err := <-answer:
+		return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
+	case <-time.After(deadTimeout):
+		return false
+	}
+}
+
+const deadTimeout = 5 * time.Second
 
 // run runs the strata binary in dir and turns a failure into an error
 // carrying its one-line message.

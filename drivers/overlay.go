@@ -113,6 +113,7 @@ func (o *overlayBackend) name() string                { return "overlay" }
 func (o *overlayBackend) kind() contentKind           { return layered }
 func (o *overlayBackend) markers() whiteout.Format    { return whiteout.Overlay }
 func (o *overlayBackend) tracksMounts() bool          { return true }
+func (o *overlayBackend) dead(*layer) bool            { return false }
 func (o *overlayBackend) create(*layer, *layer) error { return nil }
 func (o *overlayBackend) remove(*layer) error         { return nil }
 func (o *overlayBackend) close() error                { return nil }

@@ -217,7 +217,10 @@ func (s *Store) hold(op, id string) (*heldLayer, error) {
 		lk.unlock()
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	users, mounted, err := s.users(l)
+	users, mounted, dead, err := s.users(l)
+	if err == nil && dead {
+		err = s.be.unmount(l)
+	}
 	if err != nil {
 		lk.unlock()
 		return nil, fmt.Errorf("%s %s: %w", op, id, err)
@@ -402,27 +405,31 @@ func (s *Store) unmount(h *heldLayer) error {
 }
 
 // users is the layer's reference count, reconciled with reality: a count
-// from before the last boot, or for a mount that is gone (its daemon was
-// killed, someone unmounted it by hand), is stale and reads as 0. mounted
-// says whether the layer is mounted now (for backends that mount), which
-// can be true with a count of 0 when a process died between mounting and
-// recording it: Get then adopts the mount instead of mounting again.
-func (s *Store) users(l *layer) (users int, mounted bool, err error) {
+// from before the last boot, or for a mount that is gone (someone
+// unmounted it by hand) or dead (its FUSE daemon was killed), is stale and
+// reads as 0. mounted says whether the layer is mounted now (for backends
+// that mount), which can be true with a count of 0 when a process died
+// between mounting and recording it: Get then adopts the mount instead of
+// mounting again. dead reports a dead mount, which hold detaches.
+func (s *Store) users(l *layer) (users int, mounted, dead bool, err error) {
 	users, err = s.readUsers(l.ID)
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
 	}
 	if !s.be.tracksMounts() {
-		return users, false, nil
+		return users, false, false, nil
 	}
 	mounted, err = isMountPoint(s.abs(layerPath(dirMnt, l.ID)))
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
+	}
+	if mounted && s.be.dead(l) {
+		return 0, false, true, nil
 	}
 	if !mounted {
 		users = 0
 	}
-	return users, mounted, nil
+	return users, mounted, false, nil
 }
 
 // readUsers reads refs/<id> ("<count> <boot id>"); a count written before
@@ -462,7 +469,7 @@ func (s *Store) GetMetadata(id string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
-	users, _, err := s.users(l)
+	users, _, _, err := s.users(l)
 	if err != nil {
 		return nil, fmt.Errorf("metadata %s: %w", id, err)
 	}
@@ -506,7 +513,7 @@ func (s *Store) List() ([]LayerInfo, error) {
 		if err != nil {
 			return nil, err
 		}
-		users, _, err := s.users(l)
+		users, _, _, err := s.users(l)
 		if err != nil {
 			return nil, err
 		}

@@ -24,6 +24,7 @@ func (v *vfsBackend) name() string             { return "vfs" }
 func (v *vfsBackend) kind() contentKind        { return fullTree }
 func (v *vfsBackend) markers() whiteout.Format { return whiteout.Overlay }
 func (v *vfsBackend) tracksMounts() bool       { return false }
+func (v *vfsBackend) dead(*layer) bool         { return false }
 func (v *vfsBackend) remove(*layer) error      { return nil }
 func (v *vfsBackend) unmount(*layer) error     { return nil }
 func (v *vfsBackend) close() error             { return nil }

@@ -659,7 +659,7 @@ func testDiffSize(s *suite) {
 
 // testApplyRefused: a tar the store must refuse (a truncated stream, an
 // entry escaping the layer) leaves the layer as it was; applying to a
-// mounted layer is refused too.
+// mounted layer, or to one that has a child, is refused too.
 func testApplyRefused(s *suite) {
 	s.must(s.d.Create("base", "", nil), "Create")
 	s.apply("base", "", Tar(s.t, Entry{Name: "keep", Content: "kept"}))
@@ -682,6 +682,11 @@ func testApplyRefused(s *suite) {
 		s.t.Errorf("ApplyDiff to a mounted layer: %v, want ErrMounted", err)
 	}
 	s.put("base")
+	s.must(s.d.Create("child", "base", nil), "Create child")
+	if _, err := s.d.ApplyDiff("base", "", bytes.NewReader(good)); !errors.Is(err, drivers.ErrHasChildren) {
+		s.t.Errorf("ApplyDiff to a layer with a child: %v, want ErrHasChildren", err)
+	}
+	s.with("base", func(dir string) { RequireEqual(s.t, before, Snapshot(s.t, dir), "after refused applies") })
 }
 
 // testRestart opens a second driver on the same root: the layers are
