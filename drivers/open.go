@@ -244,6 +244,9 @@ func (s *Store) cleanOrphans() error {
 			}
 		}
 	}
+	if err := s.dropStaleCounts(); err != nil {
+		return err
+	}
 	links, err := readDirNames(s.root, dirLinks)
 	if err != nil {
 		return err
@@ -255,6 +258,27 @@ func (s *Store) cleanOrphans() error {
 		}
 	}
 	return s.clearStaging()
+}
+
+// dropStaleCounts reconciles every reference count with the mounts (see
+// Store.users): a count for a layer that is not mounted, or whose mount is
+// dead (detached here), or from an earlier boot, is removed.
+func (s *Store) dropStaleCounts() error {
+	ids, err := readDirNames(s.root, dirRefs)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		h, err := s.hold("open", id)
+		if err != nil {
+			continue // unregistered: removed with the orphans
+		}
+		if h.users == 0 {
+			s.setUsers(id, 0)
+		}
+		h.release()
+	}
+	return nil
 }
 
 // clearStaging empties staging/ of what dead processes left. Each entry

@@ -171,8 +171,8 @@ func (s *suite) diff(id string) []byte {
 	return b
 }
 
-// isMountPoint reports whether dir is a mount point now.
-func isMountPoint(t testing.TB, dir string) bool {
+// IsMountPoint reports whether dir is a mount point now.
+func IsMountPoint(t testing.TB, dir string) bool {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
@@ -346,7 +346,7 @@ func testRefcount(s *suite) {
 	s.must(s.d.Create("base", "", nil), "Create")
 	s.apply("base", "", Tar(s.t, Entry{Name: "f", Content: "data"}))
 	dir1 := s.get("base")
-	mounted := isMountPoint(s.t, dir1)
+	mounted := IsMountPoint(s.t, dir1)
 	dir2 := s.get("base")
 	if dir1 != dir2 {
 		s.t.Fatalf("second Get returned %s, first %s", dir2, dir1)
@@ -355,11 +355,11 @@ func testRefcount(s *suite) {
 	if got := s.read(dir1 + "/f"); got != "data" {
 		s.t.Fatalf("after one of two Puts: %q", got)
 	}
-	if mounted && !isMountPoint(s.t, dir1) {
+	if mounted && !IsMountPoint(s.t, dir1) {
 		s.t.Fatal("unmounted while one user remains")
 	}
 	s.put("base")
-	if mounted && isMountPoint(s.t, dir1) {
+	if mounted && IsMountPoint(s.t, dir1) {
 		s.t.Fatal("still mounted after the last Put")
 	}
 	if err := s.d.Put("base"); !errors.Is(err, drivers.ErrNotMounted) {
