@@ -116,8 +116,12 @@ func (s *Store) create(id, parent string, rw bool, opts *CreateOpts) (err error)
 	if err := s.removeLeftovers(id); err != nil {
 		return fmt.Errorf("create %s: clearing an unregistered leftover: %w", id, err)
 	}
+	backendMade := false
 	defer func() {
 		if err != nil {
+			if backendMade {
+				s.be.remove(l) // a thin snapshot, for devicemapper
+			}
 			s.removePieces(id, l.Link)
 		}
 	}()
@@ -140,6 +144,7 @@ func (s *Store) create(id, parent string, rw bool, opts *CreateOpts) (err error)
 	if err := s.be.create(l, p); err != nil {
 		return fmt.Errorf("create %s: %w", id, err)
 	}
+	backendMade = true
 	return registerLayer(s.root, l)
 }
 
