@@ -24,6 +24,7 @@ Usage:
   strata trace on|off MOUNTPOINT [FILE]        write a running mount's decision trace to FILE, or stop
   strata inspect [--json] DIR | -o OPTIONS     list a branch's markers and flag inconsistencies
   strata convert --to overlay|aufs DIR         rewrite an unmounted branch's markers in the other format
+  strata graph --root DIR SUBCOMMAND ...       a container layer store (create, mount, apply, diff, ...)
   strata version                               print the version
 
   strata [-f] [-d] -o OPTIONS MOUNTPOINT       the same mount, called as fuse-overlayfs is (podman's mount_program)
@@ -72,6 +73,8 @@ func run(args []string) int {
 		err = cmdInspect(args[1:])
 	case "convert":
 		err = cmdConvert(args[1:])
+	case "graph":
+		err = cmdGraph(args[1:])
 	case "version", "--version":
 		fmt.Println(versionString())
 		return 0

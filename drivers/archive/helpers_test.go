@@ -1,0 +1,280 @@
+package archive_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// needRoot skips a test that needs root (mknod, chown, trusted. xattrs),
+// except under CI=true, where it fails instead.
+func needRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("needs root (%s), and CI=true forbids skipping", why)
+	}
+	t.Skipf("needs root: %s", why)
+}
+
+// ent is one entry of a tar built in a test.
+type ent struct {
+	hdr  tar.Header
+	body string
+}
+
+var testTime = time.Unix(1700000000, 123456789)
+
+func file(name, body string) ent {
+	return ent{tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(body)), ModTime: testTime}, body}
+}
+
+func dir(name string) ent {
+	return ent{hdr: tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755, ModTime: testTime}}
+}
+
+func symlink(name, target string) ent {
+	return ent{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777, ModTime: testTime}}
+}
+
+func hardlink(name, target string) ent {
+	return ent{hdr: tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target, ModTime: testTime}}
+}
+
+func device(name string, typ byte, major, minor int64) ent {
+	return ent{hdr: tar.Header{Typeflag: typ, Name: name, Mode: 0o600, Devmajor: major, Devminor: minor, ModTime: testTime}}
+}
+
+// withXattr adds an xattr PAX record to e.
+func withXattr(e ent, name, value string) ent {
+	if e.hdr.PAXRecords == nil {
+		e.hdr.PAXRecords = map[string]string{}
+	}
+	e.hdr.PAXRecords["SCHILY.xattr."+name] = value
+	return e
+}
+
+// mkTar builds a PAX tar of entries, in order.
+func mkTar(t testing.TB, entries ...ent) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := e.hdr
+		h.Format = tar.FormatPAX
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatalf("building tar: %s: %v", h.Name, err)
+		}
+		if _, err := io.WriteString(tw, e.body); err != nil {
+			t.Fatalf("building tar: %s: %v", h.Name, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// listTar renders a tar as one line per entry, for comparing and for
+// readable failures.
+func listTar(t *testing.T, b []byte) string {
+	t.Helper()
+	var out strings.Builder
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out.String()
+		}
+		if err != nil {
+			t.Fatalf("reading tar: %v", err)
+		}
+		body, _ := io.ReadAll(tr)
+		fmt.Fprintf(&out, "%c %s mode=%o %d:%d", h.Typeflag, h.Name, h.Mode, h.Uid, h.Gid)
+		if h.Linkname != "" {
+			fmt.Fprintf(&out, " -> %s", h.Linkname)
+		}
+		if h.Typeflag == tar.TypeChar || h.Typeflag == tar.TypeBlock {
+			fmt.Fprintf(&out, " dev=%d:%d", h.Devmajor, h.Devminor)
+		}
+		if len(body) > 0 {
+			fmt.Fprintf(&out, " %q", body)
+		}
+		var keys []string
+		for k := range h.PAXRecords {
+			if strings.HasPrefix(k, "SCHILY.xattr.") {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&out, " %s=%q", strings.TrimPrefix(k, "SCHILY.xattr."), h.PAXRecords[k])
+		}
+		out.WriteString("\n")
+	}
+}
+
+// tarNames lists the entry names of a tar.
+func tarNames(t *testing.T, b []byte) []string {
+	t.Helper()
+	var names []string
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return names
+		}
+		if err != nil {
+			t.Fatalf("reading tar: %v", err)
+		}
+		names = append(names, h.Name)
+	}
+}
+
+// fingerprint describes a tree completely, markers and every xattr
+// included: one line per object with type, mode, owner, size, mtime,
+// device, symlink target, content hash, xattrs, and which hard-link group
+// it belongs to. Two trees with equal fingerprints are the same to any
+// reader of layers.
+func fingerprint(t *testing.T, root string) string {
+	t.Helper()
+	var lines []string
+	groups := map[[2]uint64]string{}
+	err := filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		line := fmt.Sprintf("%s type=%o mode=%o %d:%d", rel, st.Mode&unix.S_IFMT, st.Mode&0o7777, st.Uid, st.Gid)
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR || rel != "." {
+			line += fmt.Sprintf(" mtime=%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			line += fmt.Sprintf(" size=%d sha=%x", st.Size, sha256.Sum256(b))
+		case unix.S_IFLNK:
+			target, _ := os.Readlink(p)
+			line += " -> " + target
+		case unix.S_IFCHR, unix.S_IFBLK:
+			line += fmt.Sprintf(" dev=%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink > 1 {
+			key := [2]uint64{st.Dev, st.Ino}
+			if _, ok := groups[key]; !ok {
+				groups[key] = rel
+			}
+			line += " linkgroup=" + groups[key]
+		}
+		for _, n := range listXattrs(p) {
+			v, _ := getXattr(p, n)
+			line += fmt.Sprintf(" %s=%q", n, v)
+		}
+		lines = append(lines, line)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("fingerprint %s: %v", root, err)
+	}
+	return strings.Join(lines, "\n")
+}
+
+func writeFile(t *testing.T, p, body string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mkdir(t *testing.T, p string) {
+	t.Helper()
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func setXattr(t *testing.T, p, name, value string) {
+	t.Helper()
+	if err := unix.Lsetxattr(p, name, []byte(value), 0); err != nil {
+		t.Fatalf("setxattr %s %s: %v", p, name, err)
+	}
+}
+
+func getXattr(p, name string) (string, bool) {
+	buf := make([]byte, 64*1024)
+	n, err := unix.Lgetxattr(p, name, buf)
+	if err != nil {
+		return "", false
+	}
+	return string(buf[:n]), true
+}
+
+// listXattrs lists p's xattr names, sorted.
+func listXattrs(p string) []string {
+	buf := make([]byte, 64*1024)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil || n <= 0 {
+		return nil
+	}
+	var names []string
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if name != "" {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+func mknodWhiteout(t *testing.T, p string) {
+	t.Helper()
+	if err := unix.Mknod(p, unix.S_IFCHR, 0); err != nil {
+		t.Fatalf("mknod %s: %v", p, err)
+	}
+}
+
+func isCharWhiteout(p string) bool {
+	var st unix.Stat_t
+	return unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+// siblings lists the names beside dir (to see a staging dir left over).
+func siblings(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Dir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
