@@ -278,7 +278,7 @@ func FindMount(p string) (*MountedUnion, string, error) {
 		if ok {
 			what = fmt.Sprintf("%s, mounted at %s", m.FSType, m.MountPoint)
 		}
-		return nil, "", fmt.Errorf("%s is not inside a strata mount (it is on %s); give -o OPTIONS to explain a union that is not mounted", p, what)
+		return nil, "", fmt.Errorf("%s is not inside a strata mount (it is on %s)", p, what)
 	}
 	rel := strings.TrimPrefix(strings.TrimPrefix(abs, m.MountPoint), "/")
 	unionPath := path.Join(strings.TrimPrefix(m.Root, "/"), rel)
