@@ -2,6 +2,7 @@ package branches
 
 import (
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,10 +52,17 @@ func TestTraceOffAllocatesNothing(t *testing.T) {
 		t.Fatal("a new stack traces")
 	}
 	for _, name := range []string{"top.txt", "bottom.txt", "missing"} {
-		withHook := testing.AllocsPerRun(200, func() { s.Lookup(d, name) })
-		core := testing.AllocsPerRun(200, func() { s.lookup(d, name, nil, nil) })
-		if withHook != core {
-			t.Errorf("Lookup(%s) with the trace off: %.1f allocations, the resolution alone %.1f", name, withHook, core)
+		// The least of a few measurements: under the race detector
+		// sync.Pool drops items at random (fmt's among them), which adds
+		// stray allocations to either side; an allocation of the hook's
+		// own would be in every measurement.
+		withHook, core := math.Inf(1), math.Inf(1)
+		for range 5 {
+			withHook = min(withHook, testing.AllocsPerRun(200, func() { s.Lookup(d, name) }))
+			core = min(core, testing.AllocsPerRun(200, func() { s.lookup(d, name, nil, nil) }))
+		}
+		if withHook > core {
+			t.Errorf("Lookup(%s) with the trace off: %.0f allocations, the resolution alone %.0f", name, withHook, core)
 		}
 	}
 	// Every other hook is the same atomic load and nil check.
@@ -68,9 +76,18 @@ func TestTraceOffAllocatesNothing(t *testing.T) {
 }
 
 // BenchmarkLookupTrace: a lookup with the trace off (the default) and on
-// (written to io.Discard).
+// (written to io.Discard), and the resolution alone, without the hook, for
+// what "off" is measured against.
 func BenchmarkLookupTrace(b *testing.B) {
 	s, d := traceFixture(b)
+	b.Run("no-hook", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := s.lookup(d, "bottom.txt", nil, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	for _, on := range []bool{false, true} {
 		name := "off"
 		if on {

@@ -124,6 +124,10 @@ func TestTraceScriptedWorkload(t *testing.T) {
 	assert.Equal(t, []string{"rename srv -> srv2 redirect /var"}, decisions(readTrace(t, again)),
 		"a directory renamed twice keeps its first redirect")
 
+	res = runStrata(t, "trace", "on", mnt, filepath.Join(mnt, "trace.jsonl"))
+	assert.NotEqual(t, 0, res.ExitCode)
+	assert.Contains(t, res.Stderr, "may not be inside the mount it traces")
+	assert.NoFileExists(t, filepath.Join(mnt, "trace.jsonl"))
 	res = runStrata(t, "trace", "on", filepath.Join(tmp, "not-a-mount"), again)
 	assert.NotEqual(t, 0, res.ExitCode)
 	assert.Contains(t, res.Stderr, "is not inside a strata mount")

@@ -79,6 +79,7 @@ type Control struct {
 	ln    *net.UnixListener
 	stack *branches.Stack
 	owner uint32
+	dev   uint64 // the mount's device number
 	log   *log.Logger
 
 	mu    sync.Mutex
@@ -103,7 +104,7 @@ func ServeControl(stack *branches.Stack, mountpoint string, trace *os.File, logg
 	if err != nil {
 		return nil, fmt.Errorf("control channel %s: %w", addr.Name, err)
 	}
-	c := &Control{ln: ln, stack: stack, owner: uint32(os.Geteuid()), log: logger, trace: trace}
+	c := &Control{ln: ln, stack: stack, owner: uint32(os.Geteuid()), dev: uint64(st.Dev), log: logger, trace: trace}
 	c.wg.Add(1)
 	go c.serve()
 	return c, nil
@@ -182,6 +183,13 @@ func (c *Control) handle(conn *net.UnixConn) ControlReply {
 		if len(fds) != 1 {
 			closeAll(fds)
 			return ControlReply{Error: "trace on: send exactly one descriptor to write the trace to"}
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fds[0], &st); err != nil || uint64(st.Dev) == c.dev {
+			// Writing it would send the daemon requests from inside a
+			// decision it is tracing.
+			closeAll(fds)
+			return ControlReply{Error: "trace on: the trace file may not be inside the mount it traces"}
 		}
 		c.setTrace(os.NewFile(uintptr(fds[0]), "trace"))
 		return ControlReply{}
@@ -278,7 +286,7 @@ func FindMount(p string) (*MountedUnion, string, error) {
 		if ok {
 			what = fmt.Sprintf("%s, mounted at %s", m.FSType, m.MountPoint)
 		}
-		return nil, "", fmt.Errorf("%s is not inside a strata mount (it is on %s); give -o OPTIONS to explain a union that is not mounted", p, what)
+		return nil, "", fmt.Errorf("%s is not inside a strata mount (it is on %s)", p, what)
 	}
 	rel := strings.TrimPrefix(strings.TrimPrefix(abs, m.MountPoint), "/")
 	unionPath := path.Join(strings.TrimPrefix(m.Root, "/"), rel)

@@ -82,7 +82,7 @@ func openReadOnly(options []string) (*branches.Stack, error) {
 func explainMounted(p string) (*branches.Report, error) {
 	m, unionPath, err := unionfs.FindMount(p)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; give -o OPTIONS to explain a union that is not mounted", err)
 	}
 	reply, err := m.Request(unionfs.ControlRequest{Op: "explain", Path: unionPath}, nil)
 	if err != nil {
@@ -140,7 +140,7 @@ func renderReport(w io.Writer, r *branches.Report, st style, labels map[string]s
 	if !r.Exists {
 		fmt.Fprintf(w, "  %s: %s\n", st.paint(ansiRed, "not in the union"), r.MissingWhy)
 	} else {
-		fmt.Fprintf(w, "  %s, served by %s (%s)\n", r.Type, branchLabel(*r.ServedBy, labels), r.ServedBy.Perm)
+		fmt.Fprintf(w, "  %s, served by %s %s\n", r.Type, branchLabel(*r.ServedBy, labels), r.ServedBy.Perm)
 		fmt.Fprintf(w, "  inode %d, taken from %s\n", r.Ino, r.InoFrom)
 		if r.Target != "" {
 			fmt.Fprintf(w, "  symlink to %s\n", r.Target)

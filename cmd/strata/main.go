@@ -21,7 +21,8 @@ Usage:
   strata demo [--explain]                      build a 3-layer example, mount it, show the union at work
   strata explain [--json] PATH                 why PATH in a mounted union looks as it does
   strata explain [--json] -o OPTIONS PATH      the same for unmounted branches (PATH from the union root)
-  strata trace on|off MOUNTPOINT [FILE]        write a running mount's decision trace to FILE, or stop
+  strata trace on MOUNTPOINT FILE              write a running mount's decision trace to FILE
+  strata trace off MOUNTPOINT                  stop it
   strata inspect [--json] DIR | -o OPTIONS     list a branch's markers and flag inconsistencies
   strata convert --to overlay|aufs DIR         rewrite an unmounted branch's markers in the other format
   strata graph --root DIR SUBCOMMAND ...       a container layer store (create, mount, apply, diff, ...)

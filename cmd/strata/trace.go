@@ -47,6 +47,9 @@ func traceOn(mountpoint, file string) error {
 	if err != nil {
 		return err
 	}
+	if in, _, err := unionfs.FindMount(file); err == nil && in.MountPoint == m.MountPoint {
+		return fmt.Errorf("trace file %s: may not be inside the mount it traces", file)
+	}
 	out := os.Stdout
 	if file != "-" {
 		if out, err = openTraceFile(file); err != nil {
