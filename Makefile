@@ -65,8 +65,8 @@ bench-quick: bench-deps build
 	$(GO) build -o $(BENCH) ./cmd/strata-bench
 	./$(BENCH) -quick -strata $(BIN)
 
-# Full sizes (1 GiB files, 200k-file walk, 1000 branches; about half an
-# hour on 2 cores), then the library's lookup benchmarks.
+# Full sizes (1 GiB files, 200k-file walk, 1000 branches; about 20
+# minutes on 2 cores), then the library's lookup benchmarks.
 bench: bench-deps build
 	$(GO) build -o $(BENCH) ./cmd/strata-bench
 	./$(BENCH) -strata $(BIN)
