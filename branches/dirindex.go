@@ -25,7 +25,7 @@ import (
 // second rule: lookup still stats every copy it visits, and Names still
 // classifies every layer's entries with whiteout.Classify.
 type dirIndex struct {
-	key dirKey
+	ino uint64 // the directory's union inode number, its key in the cache
 	// layers are the read-only copies the index is for.
 	layers []Layer
 
@@ -39,17 +39,11 @@ type dirIndex struct {
 	// where maps a name to the indexes of the branches whose copy of the
 	// directory holds it or a whiteout of it, ascending.
 	where map[string][]int
-	size  int // names held, for the cache's budget
-	// counted: size is part of the cache's total (guarded by the cache).
+	// counted: len(where) is part of the cache's total (guarded by the
+	// cache).
 	counted bool
 
 	elem *list.Element // position in the cache's recency list
-}
-
-// dirKey names a directory's read-only copies: one index serves every
-// entry whose read-only layers are the same copies.
-type dirKey struct {
-	ino uint64
 }
 
 // layerListing is one copy's entries as whiteout.Classify sorts them.
@@ -79,9 +73,11 @@ func sameCopies(a, b []Layer) bool {
 	return slices.EqualFunc(a, b, func(x, y Layer) bool { return x.Branch == y.Branch && x.Path == y.Path })
 }
 
-// build reads the listing of every read-only layer, once.
-func (ix *dirIndex) build() error {
+// build reads the listing of every read-only layer, once. first reports
+// whether this call did the reading.
+func (ix *dirIndex) build() (first bool, err error) {
 	ix.once.Do(func() {
+		first = true
 		where := map[string][]int{}
 		ix.byBranch = make(map[*Branch]int, len(ix.layers))
 		for _, l := range ix.layers {
@@ -101,9 +97,9 @@ func (ix *dirIndex) build() error {
 			ix.byBranch[l.Branch] = len(ix.ro)
 			ix.ro = append(ix.ro, layerListing{layer: l, names: names, hidden: hidden})
 		}
-		ix.where, ix.size = where, len(where)
+		ix.where = where
 	})
-	return ix.err
+	return first, ix.err
 }
 
 // listing returns the classified listing of layer l, from the index when
@@ -167,7 +163,7 @@ func listLayer(l Layer) ([]sys.DirEntry, map[string]whiteout.Kind, error) {
 // budget of names, so that the daemon's memory follows its working set.
 type dirIndexCache struct {
 	mu     sync.Mutex
-	byKey  map[dirKey]*dirIndex
+	byIno  map[uint64]*dirIndex
 	recent *list.List // front = most recently used
 	size   int
 	budget int
@@ -179,7 +175,7 @@ type dirIndexCache struct {
 const dirIndexBudget = 1 << 18
 
 func newDirIndexCache(budget int) *dirIndexCache {
-	return &dirIndexCache{byKey: map[dirKey]*dirIndex{}, recent: list.New(), budget: budget}
+	return &dirIndexCache{byIno: map[uint64]*dirIndex{}, recent: list.New(), budget: budget}
 }
 
 // attach gives dir the index of its read-only copies, when it has any.
@@ -190,18 +186,17 @@ func (c *dirIndexCache) attach(dir *Entry) {
 	if len(ro) == 0 {
 		return
 	}
-	key := dirKey{ino: dir.Ino}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ix := c.byKey[key]
+	ix := c.byIno[dir.Ino]
 	if ix != nil && !sameCopies(ix.layers, ro) {
 		c.dropLocked(ix)
 		ix = nil
 	}
 	if ix == nil {
-		ix = &dirIndex{key: key, layers: ro}
+		ix = &dirIndex{ino: dir.Ino, layers: ro}
 		ix.elem = c.recent.PushFront(ix)
-		c.byKey[key] = ix
+		c.byIno[dir.Ino] = ix
 	} else {
 		c.recent.MoveToFront(ix.elem)
 	}
@@ -213,24 +208,24 @@ func (c *dirIndexCache) attach(dir *Entry) {
 func (c *dirIndexCache) built(ix *dirIndex) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ix.counted || c.byKey[ix.key] != ix {
+	if ix.counted || c.byIno[ix.ino] != ix {
 		return
 	}
 	ix.counted = true
-	c.size += ix.size
+	c.size += len(ix.where)
 	for c.size > c.budget && c.recent.Len() > 1 {
 		c.dropLocked(c.recent.Back().Value.(*dirIndex))
 	}
 }
 
 func (c *dirIndexCache) dropLocked(ix *dirIndex) {
-	if c.byKey[ix.key] != ix {
+	if c.byIno[ix.ino] != ix {
 		return
 	}
-	delete(c.byKey, ix.key)
+	delete(c.byIno, ix.ino)
 	c.recent.Remove(ix.elem)
 	if ix.counted {
-		c.size -= ix.size
+		c.size -= len(ix.where)
 	}
 }
 
@@ -239,18 +234,22 @@ func (c *dirIndexCache) dropLocked(ix *dirIndex) {
 func (c *dirIndexCache) forget(ino uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ix := c.byKey[dirKey{ino: ino}]; ix != nil {
+	if ix := c.byIno[ino]; ix != nil {
 		c.dropLocked(ix)
 	}
 }
 
-// ready reads the index's listings if that has not happened yet.
+// ready reads the index's listings if that has not happened yet. Only
+// the first call takes the cache's lock (to count the names against the
+// budget): later lookups in the directory do not contend on it.
 func (s *Stack) ready(ix *dirIndex) error {
-	err := ix.build()
+	first, err := ix.build()
 	if err != nil {
 		return fmt.Errorf("listing a read-only copy: %w", err)
 	}
-	s.dirs.built(ix)
+	if first {
+		s.dirs.built(ix)
+	}
 	return nil
 }
 
