@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/strata-fs/strata/drivers/drivertest"
 )
 
 // strataBin is the path of the strata binary built once by TestMain.
@@ -18,18 +18,12 @@ func TestMain(m *testing.M) {
 
 func runMain(m *testing.M) int {
 	dir, err := os.MkdirTemp("", "strata-integration-bin-")
+	if err == nil {
+		defer os.RemoveAll(dir)
+		strataBin, err = drivertest.BuildStrata(dir)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "integration: %v\n", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	strataBin = filepath.Join(dir, "strata")
-	// go test puts its own GOROOT/bin first on PATH, so "go" is the
-	// toolchain running this test.
-	cmd := exec.Command("go", "build", "-o", strataBin, "github.com/strata-fs/strata/cmd/strata")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "integration: building strata: %v\n", err)
 		return 1
 	}
 	return m.Run()
