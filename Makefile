@@ -10,7 +10,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Go's standard install location, for shells that do not have it on PATH.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build test lint deps unit integration demo bench bench-quick bench-deps bench-lib install clean
+.PHONY: all build test lint deps unit integration demo bench bench-quick bench-deps bench-build bench-lib install clean
 
 all: build
 
@@ -61,16 +61,20 @@ bench-deps:
 	fi
 
 # Quick sizes: under 3 minutes on 2 cores, fixture included.
-bench-quick: bench-deps build
-	$(GO) build -o $(BENCH) ./cmd/strata-bench
-	./$(BENCH) -quick -strata $(BIN)
+bench-quick: bench-deps build bench-build
+	./$(BENCH) -quick -strata $(BIN) -strata-notrace $(BIN)-notrace
 
 # Full sizes (1 GiB files, 200k-file walk, 1000 branches; about 20
 # minutes on 2 cores), then the library's lookup benchmarks.
-bench: bench-deps build
-	$(GO) build -o $(BENCH) ./cmd/strata-bench
-	./$(BENCH) -strata $(BIN)
+bench: bench-deps build bench-build
+	./$(BENCH) -strata $(BIN) -strata-notrace $(BIN)-notrace
 	$(MAKE) bench-lib
+
+# The harness, and strata without the decision trace's hooks: the
+# baseline of the trace cost table (strata-notrace).
+bench-build:
+	$(GO) build -o $(BENCH) ./cmd/strata-bench
+	$(GO) build -tags strata_notrace -o $(BIN)-notrace ./cmd/strata
 
 bench-lib:
 	$(GO) test -run '^$$' -bench . -benchmem ./branches/

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -60,7 +59,7 @@ type Stack struct {
 	root     *Entry
 	// w is the write state; nil for a read-only stack.
 	w       *writeState
-	tracer  atomic.Pointer[tracer] // nil: tracing off (trace.go)
+	tracer  traceSlot // holds nil while tracing is off (trace.go)
 	closeMu sync.Mutex
 	closed  bool
 }

@@ -68,16 +68,24 @@ type tracer struct {
 	seq uint64
 }
 
+// ErrNoTrace is SetTrace's answer in a build without the trace
+// (TraceBuiltIn false).
+var ErrNoTrace = errors.New("this strata was built without the decision trace (tag strata_notrace)")
+
 // SetTrace starts writing the decision trace to w, one JSON object
 // (TraceEvent) per line, or stops it when w is nil. Writes are whole lines
 // under a lock, so concurrent operations never interleave within a line;
 // write errors are ignored (a trace must not fail the filesystem).
-func (s *Stack) SetTrace(w io.Writer) {
+func (s *Stack) SetTrace(w io.Writer) error {
 	if w == nil {
 		s.tracer.Store(nil)
-		return
+		return nil
+	}
+	if !TraceBuiltIn {
+		return ErrNoTrace
 	}
 	s.tracer.Store(&tracer{w: w})
+	return nil
 }
 
 // Tracing reports whether a trace is being written.

@@ -191,7 +191,9 @@ func (c *Control) handle(conn *net.UnixConn) ControlReply {
 			closeAll(fds)
 			return ControlReply{Error: "trace on: the trace file may not be inside the mount it traces"}
 		}
-		c.setTrace(os.NewFile(uintptr(fds[0]), "trace"))
+		if err := c.setTrace(os.NewFile(uintptr(fds[0]), "trace")); err != nil {
+			return ControlReply{Error: "trace on: " + err.Error()}
+		}
 		return ControlReply{}
 	}
 	closeAll(fds)
@@ -200,18 +202,20 @@ func (c *Control) handle(conn *net.UnixConn) ControlReply {
 
 // setTrace points the stack's trace at f (nil: off) and closes the file
 // it wrote to before.
-func (c *Control) setTrace(f *os.File) {
+func (c *Control) setTrace(f *os.File) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f == nil {
 		c.stack.SetTrace(nil)
-	} else {
-		c.stack.SetTrace(f)
+	} else if err := c.stack.SetTrace(f); err != nil {
+		f.Close()
+		return err
 	}
 	if c.trace != nil && c.trace != f {
 		c.trace.Close()
 	}
 	c.trace = f
+	return nil
 }
 
 func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {

@@ -54,12 +54,13 @@ var (
 )
 
 var (
-	flagQuick   = flag.Bool("quick", false, "quick sizes")
-	flagRuns    = flag.Int("runs", 3, "timed runs per workload (at least 3)")
-	flagStrata  = flag.String("strata", "bin/strata", "path to the strata binary")
-	flagTmp     = flag.String("tmpdir", "", "parent of the temp dir (default: $TMPDIR or /tmp)")
-	flagOnly    = flag.String("systems", systemNames(), "comma-separated systems to run")
-	flagTimeout = flag.Duration("timeout", 0, "limit for one timed run; a system that exceeds it is aborted (default: 60s quick, 5m full)")
+	flagQuick         = flag.Bool("quick", false, "quick sizes")
+	flagRuns          = flag.Int("runs", 3, "timed runs per workload (at least 3)")
+	flagStrata        = flag.String("strata", "bin/strata", "path to the strata binary")
+	flagStrataNotrace = flag.String("strata-notrace", "bin/strata-notrace", "path to strata built with -tags strata_notrace (the strata-notrace system)")
+	flagTmp           = flag.String("tmpdir", "", "parent of the temp dir (default: $TMPDIR or /tmp)")
+	flagOnly          = flag.String("systems", systemNames(), "comma-separated systems to run")
+	flagTimeout       = flag.Duration("timeout", 0, "limit for one timed run; a system that exceeds it is aborted (default: 60s quick, 5m full)")
 )
 
 // runTimeout is the limit for one timed run, from -timeout or the sizes.
@@ -117,8 +118,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "strata-bench: needs root (kernel overlay and FUSE mounts, drop_caches)")
 		os.Exit(1)
 	}
-	if p, err := filepath.Abs(*flagStrata); err == nil {
-		*flagStrata = p
+	for _, f := range []*string{flagStrata, flagStrataNotrace} {
+		if p, err := filepath.Abs(*f); err == nil {
+			*f = p
+		}
 	}
 	parent := *flagTmp
 	if parent == "" {

@@ -20,8 +20,9 @@ const (
 
 // cell is one system's result on one row.
 type cell struct {
-	value float64 // median
-	mark  string  // non-empty instead of a value: "skipped", "failed" or "-" (does not apply)
+	value float64   // median
+	runs  []float64 // every run's value
+	mark  string    // non-empty instead of a value: "skipped", "failed" or "-" (does not apply)
 }
 
 // row is one line of the table.
@@ -43,10 +44,26 @@ func (r *row) value(sys string) (float64, bool) {
 	return c.value, true
 }
 
-func (r *row) set(sys string, v float64) { r.cells[sys] = &cell{value: v} }
-func (r *row) mark(sys, mark string)     { r.cells[sys] = &cell{mark: mark} }
-func (r *row) unset(sys string) bool     { return r.cells[sys] == nil }
-func (r *row) lowerIsBetter() bool       { return r.kind == duration || r.kind == memory }
+// set records the runs of sys and their median.
+func (r *row) set(sys string, runs []float64) {
+	r.cells[sys] = &cell{value: median(runs), runs: runs}
+}
+
+// spread is the lowest and highest run of sys.
+func (r *row) spread(sys string) (lo, hi float64, ok bool) {
+	c := r.cells[sys]
+	if c == nil || len(c.runs) == 0 {
+		return 0, 0, false
+	}
+	lo, hi = c.runs[0], c.runs[0]
+	for _, v := range c.runs {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	return lo, hi, true
+}
+func (r *row) mark(sys, mark string) { r.cells[sys] = &cell{mark: mark} }
+func (r *row) unset(sys string) bool { return r.cells[sys] == nil }
+func (r *row) lowerIsBetter() bool   { return r.kind == duration || r.kind == memory }
 
 // speedup is how much better v is than base: >1 = faster (or smaller).
 func (r *row) speedup(v, base float64) float64 {
@@ -155,7 +172,7 @@ func (s *sysRun) measure(r *row, prep func(run int) error, fn func(run int) (sam
 			vals = append(vals, smp.amount/d.Seconds())
 		}
 	}
-	r.set(s.sys.name, median(vals))
+	r.set(s.sys.name, vals)
 	return nil
 }
 

@@ -15,8 +15,17 @@ import (
 
 func report(w io.Writer, fx *fixture, t *rows, systems []system, mode string, took time.Duration) {
 	printHeader(w, systems, mode, took)
-	printTable(w, t, systems)
+	var main, trace []system
+	for _, s := range systems {
+		if s.trace {
+			trace = append(trace, s)
+		} else {
+			main = append(main, s)
+		}
+	}
+	printTable(w, t, main)
 	printLegend(w, fx)
+	printTraceCost(w, t, trace)
 	notesMu.Lock()
 	if len(notes) > 0 {
 		fmt.Fprintln(w, "\nnotes:")
@@ -138,4 +147,93 @@ workloads: the union is three layers with a writable upper, freshly mounted per 
   daemon RSS: VmRSS of the FUSE daemon (our foreground child, checked to hold /dev/fuse) after lstat of every entry of
     a %d-file tree over 3 layers on a fresh read-only mount, then after drop_caches (2) and %v for the FORGETs.
 `, sz.untarFiles, sz.lookups, sz.walkFiles, sz.forgetWait)
+}
+
+// printTraceCost prints the metadata workloads of strata beside the trace
+// variants (issue #8): what the trace hooks cost while tracing is off,
+// against a build without them, and what writing the trace costs. Each
+// cell is the median with the range of the runs; "overlap" says whether
+// strata's runs and strata-notrace's runs overlap, i.e. whether the hooks'
+// cost is within the run-to-run noise.
+func printTraceCost(w io.Writer, t *rows, trace []system) {
+	if len(trace) == 0 {
+		return
+	}
+	const base = "strata-notrace"
+	fmt.Fprintf(w, "\ntrace cost (issue #8): metadata workloads, median [fastest..slowest run] (time relative to %s's median)\n", base)
+	cols := []string{targetSystem + " (off)"}
+	syss := []string{targetSystem}
+	for _, s := range trace {
+		cols = append(cols, s.name)
+		syss = append(syss, s.name)
+	}
+	table := [][]string{append(append([]string{"workload"}, cols...), "off vs "+base)}
+	overlapAll, compared := true, 0
+	for _, r := range t.all() {
+		if !r.metadata {
+			continue
+		}
+		b, hasBase := r.value(base)
+		line := []string{r.name}
+		for _, sys := range syss {
+			v, ok := r.value(sys)
+			if !ok {
+				line = append(line, cellText(r, sys))
+				continue
+			}
+			lo, hi, _ := r.spread(sys)
+			if r.lowerIsBetter() {
+				lo, hi = hi, lo
+			}
+			c := fmt.Sprintf("%s [%s..%s]", formatValue(r.kind, v), formatValue(r.kind, hi), formatValue(r.kind, lo))
+			if hasBase && b > 0 {
+				c += fmt.Sprintf(" (%.2f)", 1/r.speedup(v, b))
+			}
+			line = append(line, c)
+		}
+		verdict := "-"
+		if lo1, hi1, ok1 := r.spread(targetSystem); ok1 {
+			if lo2, hi2, ok2 := r.spread(base); ok2 {
+				compared++
+				if lo1 <= hi2 && lo2 <= hi1 {
+					verdict = "runs overlap"
+				} else {
+					verdict = "apart"
+					overlapAll = false
+				}
+			}
+		}
+		table = append(table, append(line, verdict))
+	}
+	printAligned(w, table, "  ")
+	if compared > 0 {
+		if overlapAll {
+			fmt.Fprintf(w, "  trace off costs nothing measurable: on all %d workloads the runs of strata and %s overlap\n", compared, base)
+		} else {
+			fmt.Fprintf(w, "  on some workloads the runs of strata and %s do not overlap (see \"apart\")\n", base)
+		}
+	}
+}
+
+// printAligned prints rows of cells in columns, the first left-aligned.
+func printAligned(w io.Writer, table [][]string, indent string) {
+	width := map[int]int{}
+	for _, line := range table {
+		for i, c := range line {
+			width[i] = max(width[i], len([]rune(c)))
+		}
+	}
+	for _, line := range table {
+		var b strings.Builder
+		b.WriteString(indent)
+		for i, c := range line {
+			pad := strings.Repeat(" ", width[i]-len([]rune(c)))
+			if i == 0 {
+				b.WriteString(c + pad)
+			} else {
+				b.WriteString("  " + pad + c)
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
 }

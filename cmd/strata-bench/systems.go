@@ -22,6 +22,11 @@ type system struct {
 	daemon string   // FUSE daemon: "strata", "fuse-overlayfs" or "unionfs-fuse"; "" for plain and kernel
 	flags  []string // extra flags for the daemon (strata variants)
 	about  string   // one line for the report, for variants
+	// trace: a variant for the trace cost table (issue #8) instead of the
+	// main one; it runs the metadata workloads only.
+	trace   bool
+	notrace bool // the binary built with -tags strata_notrace
+	traceOn bool // mounted with --trace to a file beside the mount
 }
 
 var allSystems = []system{
@@ -31,6 +36,8 @@ var allSystems = []system{
 	{name: "strata-nopt", daemon: "strata", flags: []string{"--passthrough=false"}, about: "strata mount --passthrough=false (file I/O through the daemon)"},
 	{name: "fuse-overlayfs", daemon: "fuse-overlayfs"},
 	{name: "unionfs-fuse", daemon: "unionfs-fuse"},
+	{name: "strata-notrace", daemon: "strata", trace: true, notrace: true, about: "strata built with -tags strata_notrace: the trace hooks compiled out"},
+	{name: "strata-trace", daemon: "strata", trace: true, traceOn: true, about: "strata mount --trace FILE: every union decision written to FILE"},
 }
 
 const kernelMaxLower = 500 // OVL_MAX_STACK
@@ -42,6 +49,9 @@ func (s system) isKernel() bool { return s.name == "kernel" }
 func (s system) binary() string {
 	switch s.daemon {
 	case "strata":
+		if s.notrace {
+			return *flagStrataNotrace
+		}
 		return *flagStrata
 	case "unionfs-fuse":
 		// Debian installs it as "unionfs"; other builds as "unionfs-fuse".
@@ -172,7 +182,11 @@ func overlayOptions(sp mountSpec) string {
 func daemonArgs(sys system, sp mountSpec) []string {
 	switch sys.daemon {
 	case "strata":
-		return append(append([]string{"mount", "-f"}, sys.flags...), "-o", overlayOptions(sp), sp.mnt)
+		args := append([]string{"mount", "-f"}, sys.flags...)
+		if sys.traceOn {
+			args = append(args, "--trace", filepath.Join(filepath.Dir(sp.mnt), "trace.jsonl"))
+		}
+		return append(args, "-o", overlayOptions(sp), sp.mnt)
 	case "fuse-overlayfs":
 		return append(append([]string{"-f"}, sys.flags...), "-o", overlayOptions(sp), sp.mnt)
 	}

@@ -88,6 +88,9 @@ func startTrace(stack *branches.Stack, file string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	stack.SetTrace(f)
+	if err := stack.SetTrace(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--trace %s: %w", file, err)
+	}
 	return f, nil
 }
