@@ -154,6 +154,7 @@ func (s *Stack) copyUpLinkSet(e *Entry, rw *rwBranch) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.layoutChanged() // the other names of the set moved up too
 	return s.Resolve(e.Path)
 }
 

@@ -68,6 +68,7 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 			}
 		}
 	}
+	defer s.layoutChanged() // entries of the moved names carry their old paths
 	if src.IsDir() || exists && dst.IsDir() {
 		defer s.subdirs.changed(oldDir, newDir, dst)
 		if exists && dst.IsDir() && flags&RenameExchange == 0 {

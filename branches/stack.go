@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -58,8 +59,11 @@ type Stack struct {
 	subdirs  subdirCounts
 	root     *Entry
 	// w is the write state; nil for a read-only stack.
-	w       *writeState
-	tracer  traceSlot // holds nil while tracing is off (trace.go)
+	w      *writeState
+	tracer traceSlot // holds nil while tracing is off (trace.go)
+	// layout counts the changes that can make an Entry resolved earlier
+	// stale (Generation).
+	layout  atomic.Uint64
 	closeMu sync.Mutex
 	closed  bool
 }
@@ -287,3 +291,20 @@ func (s *Stack) Upper() *Branch {
 	}
 	return nil
 }
+
+// Generation changes whenever an operation may have changed how an
+// existing name resolves: a copy-up (the object, its parents, the other
+// names of its link set), a rename, a directory removal, the removal of
+// one name of an object that has others. An Entry resolved while
+// Generation returned g is current for as long as it still returns g; a
+// caller that keeps entries (the FUSE nodes) resolves again when it
+// differs. Creating, writing, changing attributes of an object already in
+// the upper and removing the only name of a non-directory change no other
+// entry, so they leave it alone: that is what lets a stream of creations
+// in one directory skip re-resolving the directory each time.
+func (s *Stack) Generation() uint64 { return s.layout.Load() }
+
+// layoutChanged records an operation that may have made entries stale
+// (Generation). It is called after the change is on disk, so whoever sees
+// the new generation and resolves again sees the change.
+func (s *Stack) layoutChanged() { s.layout.Add(1) }

@@ -247,6 +247,7 @@ func (s *Stack) copyUpOne(e *Entry, rw *rwBranch, extra map[string][]byte) (*Ent
 	if err != nil {
 		return nil, err
 	}
+	s.layoutChanged()
 	if t := s.tracer.Load(); t != nil {
 		t.copyUpEnd(e, rw.Branch, copied)
 	}
@@ -336,14 +337,19 @@ func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, err
 			obj.Mode |= unix.S_ISGID
 		}
 	}
+	isDir := obj.Mode&unix.S_IFMT == unix.S_IFDIR
 	fd := -1
+	var made *Entry
 	err = s.withDirIn(dirUp, rw, func(dirFD int, markers whiteout.DirMarkers) error {
 		tmp, f, err := s.buildNew(rw, obj)
 		if err != nil {
 			return err
 		}
 		fd = f
-		err = s.place(rw, markers, dirFD, name, tmp, obj.Mode&unix.S_IFMT == unix.S_IFDIR)
+		err = s.place(rw, markers, dirFD, name, tmp, isDir)
+		if err == nil && !isDir && rw.Index == 0 {
+			made, err = s.newTopEntry(dirUp, dirFD, name)
+		}
 		if err != nil && fd >= 0 {
 			unix.Close(fd)
 			fd = -1
@@ -353,10 +359,13 @@ func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, err
 	if err != nil {
 		return nil, -1, fmt.Errorf("%s: %w", path.Join(dir.Path, name), err)
 	}
-	if obj.Mode&unix.S_IFMT == unix.S_IFDIR {
+	if isDir {
 		s.subdirs.changed(dir, dirUp)
 	}
-	e, err := s.Lookup(dirUp, name)
+	e := made
+	if e == nil {
+		e, err = s.Lookup(dirUp, name)
+	}
 	if t := s.tracer.Load(); t != nil && err == nil {
 		t.created(e)
 	}
@@ -365,6 +374,21 @@ func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, err
 		fd = -1
 	}
 	return e, fd, err
+}
+
+// newTopEntry is the entry of a non-directory just made as name in the
+// top branch, whose copy of dir is open as dirFD: what a lookup would
+// find, without the lookup, since a non-directory in the top branch is
+// the whole resolution (one layer, nothing below it counts).
+func (s *Stack) newTopEntry(dir *Entry, dirFD int, name string) (*Entry, error) {
+	top := s.branches[0]
+	l, _ := layerIn(dir, top)
+	e := &Entry{Path: path.Join(dir.Path, name), Layers: []Layer{{Branch: top, Path: path.Join(l.Path, name)}}}
+	if err := sys.Lstatat(dirFD, name, &e.St); err != nil {
+		return nil, err
+	}
+	e.Ino = s.identity(e)
+	return e, nil
 }
 
 // buildNew makes the object under a temp name in the workdir, owned by
@@ -537,6 +561,11 @@ func (s *Stack) Remove(dir *Entry, name string, isDir bool) error {
 		return err
 	}
 	inRW := e.Top().Branch == rw.Branch
+	if isDir || e.St.Nlink > 1 {
+		// A node of another name of this object may hold this name's
+		// path (FUSE gives one node to every name of an object).
+		defer s.layoutChanged()
+	}
 	if isDir {
 		defer s.subdirs.changed(dir, dirIn, e)
 		defer s.dirs.forget(e.Ino)

@@ -80,6 +80,9 @@ func TestWriteCreateMatrix(t *testing.T) {
 					}
 					if got := w.inUpper(t, "d/n"); got.Ino != e.Ino {
 						t.Errorf("Ino %d from Create, %d from Resolve", e.Ino, got.Ino)
+					} else if !slices.Equal(layerIndexes(got), layerIndexes(e)) || got.St.Ino != e.St.Ino || got.St.Mode != e.St.Mode || got.Layers[0].Path != e.Layers[0].Path {
+						t.Errorf("Create returned layers %v (%s, mode %o), Resolve %v (%s, mode %o)",
+							layerIndexes(e), e.Layers[0].Path, e.St.Mode, layerIndexes(got), got.Layers[0].Path, got.St.Mode)
 					}
 					want := maps.Clone(before)
 					want["d/n"] = k.want

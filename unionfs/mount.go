@@ -80,7 +80,7 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 	}
 	mo.DirectMountFlags = flags
 	u := &union{stack: stack, owners: newOwners(stack.Options().Compat), noPassthrough: cfg.NoPassthrough}
-	node := u.newNode(root)
+	node := u.newNode(root, stack.Generation())
 	server, err := fs.Mount(mountpoint, node, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)

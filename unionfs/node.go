@@ -3,7 +3,6 @@ package unionfs
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -18,15 +17,9 @@ type union struct {
 	stack *branches.Stack
 	// owners maps ownership between branches and mount (idmap.go).
 	owners *owners
-	// gen counts changes to the union's namespace (copy-ups, creations,
-	// removals, renames). A node whose entry is older re-resolves it, since
-	// a change can give a directory a new upper copy or move a node.
-	gen atomic.Uint64
 	// noPassthrough keeps reads and writes of open files in the daemon.
 	noPassthrough bool
 }
-
-func (u *union) changed() { u.gen.Add(1) }
 
 // Node is one union object as the kernel sees it. It holds the resolved
 // entry; everything it answers comes from the stack.
@@ -36,20 +29,25 @@ type Node struct {
 
 	mu    sync.Mutex
 	entry *branches.Entry
-	gen   uint64
+	gen   uint64 // the stack's Generation when entry was resolved
 }
 
-func (u *union) newNode(e *branches.Entry) *Node {
-	return &Node{u: u, entry: e, gen: u.gen.Load()}
+// newNode makes a node for e, resolved at generation gen (read before e
+// was resolved, so that a change racing with the resolution makes the
+// node resolve again).
+func (u *union) newNode(e *branches.Entry, gen uint64) *Node {
+	return &Node{u: u, entry: e, gen: gen}
 }
 
 // current returns the node's entry, resolved again by the node's present
-// path when the union has changed since it was resolved. The path may name
-// another object by now (renamed over, unlinked and re-created): a node
-// never changes identity, so it keeps its last entry unless the path still
-// leads to the same inode number.
+// path when the stack's layout has changed since it was resolved (a
+// copy-up can give a directory a new upper copy, a rename moves a node;
+// see branches.Stack.Generation). The path may name another object by now
+// (renamed over, unlinked and re-created): a node never changes identity,
+// so it keeps its last entry unless the path still leads to the same
+// inode number.
 func (n *Node) current() *branches.Entry {
-	gen := n.u.gen.Load()
+	gen := n.u.stack.Generation()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.gen == gen {
@@ -66,31 +64,31 @@ func (n *Node) current() *branches.Entry {
 	return n.entry
 }
 
-// set records the entry an operation just produced.
-func (n *Node) set(e *branches.Entry) {
+// set records the entry an operation produced; gen is the stack's
+// Generation read before the operation began.
+func (n *Node) set(e *branches.Entry, gen uint64) {
 	n.mu.Lock()
-	n.entry, n.gen = e, n.u.gen.Load()
+	n.entry, n.gen = e, gen
 	n.mu.Unlock()
 }
 
-// child makes (or finds) the inode for a resolved entry and fills out.
-func (n *Node) child(ctx context.Context, e *branches.Entry, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	st, err := n.u.stack.Attr(e)
-	if err != nil {
-		return nil, toErrno(err)
+// child makes (or finds) the inode for an entry resolved at generation gen
+// and fills out.
+func (n *Node) child(ctx context.Context, e *branches.Entry, gen uint64, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := n.fillAttr(e, &out.Attr); errno != 0 {
+		return nil, errno
 	}
-	out.Attr.FromStat(toSyscallStat(&st))
-	n.u.owners.attr(&out.Attr)
-	return n.NewInode(ctx, n.u.newNode(e), fs.StableAttr{Mode: e.St.Mode & unix.S_IFMT, Ino: e.Ino}), 0
+	return n.NewInode(ctx, n.u.newNode(e, gen), fs.StableAttr{Mode: e.St.Mode & unix.S_IFMT, Ino: e.Ino}), 0
 }
 
 // Lookup resolves name in the directory n (SEMANTICS.md, Lookup).
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	gen := n.u.stack.Generation()
 	child, err := n.u.stack.Lookup(n.current(), name)
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	return n.child(ctx, child, out)
+	return n.child(ctx, child, gen, out)
 }
 
 // Getattr reports the serving copy's attributes with the union's inode
@@ -99,6 +97,9 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if fg, ok := f.(fs.FileGetattrer); ok {
 		errno := fg.Getattr(ctx, out)
+		// The descriptor reports the backing inode; the union's number is
+		// the node's.
+		out.Attr.Ino = n.StableAttr().Ino
 		n.u.owners.attr(&out.Attr)
 		return errno
 	}
@@ -106,12 +107,18 @@ func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	if err != nil {
 		return toErrno(err)
 	}
+	return n.fillAttr(e, &out.Attr)
+}
+
+// fillAttr reports e's attributes as the union shows them: its inode
+// number and link count, owners mapped for the mount.
+func (n *Node) fillAttr(e *branches.Entry, a *fuse.Attr) syscall.Errno {
 	st, err := n.u.stack.Attr(e)
 	if err != nil {
 		return toErrno(err)
 	}
-	out.Attr.FromStat(toSyscallStat(&st))
-	n.u.owners.attr(&out.Attr)
+	a.FromStat(toSyscallStat(&st))
+	n.u.owners.attr(a)
 	return 0
 }
 

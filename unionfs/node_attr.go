@@ -46,11 +46,14 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if !n.u.owners.setattr(&a) {
 		return n.Getattr(ctx, f, out)
 	}
+	gen := n.u.stack.Generation()
 	e, err := n.u.stack.Setattr(n.current(), a)
 	if err != nil {
 		return toErrno(err)
 	}
-	n.set(e)
-	n.u.changed()
-	return n.Getattr(ctx, f, out)
+	n.set(e, gen)
+	if f != nil {
+		return n.Getattr(ctx, f, out) // an open file answers from its descriptor
+	}
+	return n.fillAttr(e, &out.Attr) // e was stat'ed after the change
 }

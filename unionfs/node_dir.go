@@ -25,6 +25,7 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 type dirHandle struct {
 	node    *Node
 	entries []*branches.Entry // nil until the first read
+	gen     uint64            // the stack's Generation before the listing
 	listed  bool
 	next    int // index of the next entry to return
 }
@@ -40,11 +41,12 @@ var (
 // resolution in branches.
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	if !d.listed {
+		gen := d.node.u.stack.Generation()
 		entries, err := d.node.u.stack.ReadDir(d.node.current())
 		if err != nil {
 			return nil, toErrno(err)
 		}
-		d.entries, d.listed = entries, true
+		d.entries, d.gen, d.listed = entries, gen, true
 	}
 	if d.next >= len(d.entries) {
 		return nil, 0
@@ -58,7 +60,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if d.next > 0 && d.next <= len(d.entries) {
 		if e := d.entries[d.next-1]; e.Name() == name {
-			return d.node.child(ctx, e, out)
+			return d.node.child(ctx, e, d.gen, out)
 		}
 	}
 	return d.node.Lookup(ctx, name, out)
@@ -95,12 +97,12 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 
 func (n *Node) make(ctx context.Context, name string, obj branches.NewObject, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	n.u.owners.creator(&obj)
+	gen := n.u.stack.Generation()
 	e, _, err := n.u.stack.Create(n.current(), name, obj)
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	n.u.changed()
-	return n.child(ctx, e, out)
+	return n.child(ctx, e, gen, out)
 }
 
 // Link gives the object of target another name in this directory.
@@ -109,12 +111,12 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if !ok {
 		return nil, syscall.EXDEV
 	}
+	gen := n.u.stack.Generation()
 	e, err := n.u.stack.Link(t.current(), n.current(), name)
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	n.u.changed()
-	return n.child(ctx, e, out)
+	return n.child(ctx, e, gen, out)
 }
 
 // Unlink removes a non-directory, leaving a whiteout where a lower copy
@@ -129,12 +131,7 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *Node) remove(name string, isDir bool) syscall.Errno {
-	err := n.u.stack.Remove(n.current(), name, isDir)
-	if err != nil {
-		return toErrno(err)
-	}
-	n.u.changed()
-	return 0
+	return toErrno(n.u.stack.Remove(n.current(), name, isDir))
 }
 
 // Rename moves name to newName in newParent (flags: RENAME_NOREPLACE,
@@ -147,10 +144,5 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if flags&^(branches.RenameNoReplace|branches.RenameExchange) != 0 {
 		return syscall.EINVAL
 	}
-	err := n.u.stack.Rename(n.current(), name, np.current(), newName, flags)
-	if err != nil {
-		return toErrno(err)
-	}
-	n.u.changed()
-	return 0
+	return toErrno(n.u.stack.Rename(n.current(), name, np.current(), newName, flags))
 }

@@ -19,13 +19,13 @@ const openFlagsKept = unix.O_ACCMODE | unix.O_APPEND | unix.O_TRUNC | unix.O_DIR
 // Open opens the object; branches.Stack.Open decides whether that copies
 // it up.
 func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	gen := n.u.stack.Generation()
 	e, fd, copied, err := n.u.stack.Open(n.current(), int(flags)&openFlagsKept)
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
 	if copied {
-		n.set(e)
-		n.u.changed()
+		n.set(e, gen)
 	}
 	return n.u.newFile(fd), 0, 0
 }
@@ -35,12 +35,12 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	obj := newObject(ctx, unix.S_IFREG|mode&0o7777)
 	obj.OpenFlags = int(flags) & openFlagsKept
 	n.u.owners.creator(&obj)
+	gen := n.u.stack.Generation()
 	e, fd, err := n.u.stack.Create(n.current(), name, obj)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	n.u.changed()
-	child, errno := n.child(ctx, e, out)
+	child, errno := n.child(ctx, e, gen, out)
 	if errno != 0 {
 		unix.Close(fd)
 		return nil, nil, 0, errno

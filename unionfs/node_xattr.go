@@ -40,22 +40,22 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 // Setxattr sets an attribute, copying the object up first; the union's
 // own attributes are refused (EOPNOTSUPP, as kernel overlay does).
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	gen := n.u.stack.Generation()
 	e, err := n.u.stack.Setxattr(n.current(), attr, data, int(flags))
 	if err != nil {
 		return toErrno(err)
 	}
-	n.set(e)
-	n.u.changed()
+	n.set(e, gen)
 	return 0
 }
 
 // Removexattr removes an attribute, copying the object up first.
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	gen := n.u.stack.Generation()
 	e, err := n.u.stack.Removexattr(n.current(), attr)
 	if err != nil {
 		return toErrno(err)
 	}
-	n.set(e)
-	n.u.changed()
+	n.set(e, gen)
 	return 0
 }

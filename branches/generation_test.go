@@ -1,0 +1,73 @@
+package branches_test
+
+import (
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/branches"
+)
+
+// Stack.Generation must change after every operation that can make an
+// entry resolved before it stale, and only then (the FUSE nodes resolve
+// again when it changes; a change too many costs a walk from the root, a
+// change missed serves a stale copy).
+func TestGeneration(t *testing.T) {
+	file := branches.NewObject{Mode: unix.S_IFREG | 0o644}
+	cases := []struct {
+		name    string
+		op      func(t *testing.T, w *wstack) error
+		changes bool
+	}{
+		{"create in an upper dir", func(t *testing.T, w *wstack) error {
+			_, fd, err := w.s.Create(w.resolve(t, "up"), "n", file)
+			unix.Close(fd)
+			return err
+		}, false},
+		{"create in a lower-only dir (copies the dir up)", func(t *testing.T, w *wstack) error {
+			_, fd, err := w.s.Create(w.resolve(t, "low"), "n", file)
+			unix.Close(fd)
+			return err
+		}, true},
+		{"setattr of an upper file", func(t *testing.T, w *wstack) error {
+			m := uint32(0o600)
+			_, err := w.s.Setattr(w.resolve(t, "up/f"), branches.SetAttr{Mode: &m})
+			return err
+		}, false},
+		{"setattr of a lower file (copy-up)", func(t *testing.T, w *wstack) error {
+			m := uint32(0o600)
+			_, err := w.s.Setattr(w.resolve(t, "low/f"), branches.SetAttr{Mode: &m})
+			return err
+		}, true},
+		{"unlink of an upper file's only name", func(t *testing.T, w *wstack) error {
+			return w.s.Remove(w.resolve(t, "up"), "f", false)
+		}, false},
+		{"unlink of a lower file (whiteout in an upper dir)", func(t *testing.T, w *wstack) error {
+			return w.s.Remove(w.resolve(t, "up"), "lf", false)
+		}, false},
+		{"unlink of one of two names", func(t *testing.T, w *wstack) error {
+			return w.s.Remove(w.resolve(t, "up"), "a", false)
+		}, true},
+		{"rmdir", func(t *testing.T, w *wstack) error {
+			return w.s.Remove(w.resolve(t, "up"), "empty", true)
+		}, true},
+		{"rename of an upper file", func(t *testing.T, w *wstack) error {
+			return w.s.Rename(w.resolve(t, "up"), "f", w.resolve(t, "up"), "g", 0)
+		}, true},
+	}
+	for _, wd := range writeDialects {
+		for _, c := range cases {
+			t.Run(wd.name+"/"+c.name, func(t *testing.T) {
+				w := newWStack(t, wd, []string{"up/f=u", "up/a=1", "up/b => up/a", "up/empty/"},
+					[]string{"up/lf=l", "low/f=l"})
+				before := w.s.Generation()
+				if err := c.op(t, w); err != nil {
+					t.Fatal(err)
+				}
+				if got := w.s.Generation() != before; got != c.changes {
+					t.Errorf("Generation changed: %v, want %v", got, c.changes)
+				}
+			})
+		}
+	}
+}
