@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -24,13 +25,27 @@ import (
 // The index is a filter and a cache under the one resolution rule, never a
 // second rule: lookup still stats every copy it visits, and Names still
 // classifies every layer's entries with whiteout.Classify.
+//
+// Entries keep a pointer to their directory's index, but the listings hang
+// off it only while the cache holds it: an index the cache drops lets its
+// listings go (however many nodes still point at it), and is read again
+// and counted again on its next use. So the budget bounds the memory.
 type dirIndex struct {
 	ino uint64 // the directory's union inode number, its key in the cache
 	// layers are the read-only copies the index is for.
 	layers []Layer
 
-	once sync.Once
-	err  error
+	mu   sync.Mutex                // serialises reading the listings
+	data atomic.Pointer[indexData] // nil until read, and again once dropped
+
+	// Guarded by the cache's lock: counted is how many names of data the
+	// cache's total holds (0: not counted, not in the recency list).
+	counted int
+	elem    *list.Element // position in the cache's recency list, or nil
+}
+
+// indexData is what an index knows once its listings are read.
+type indexData struct {
 	// ro holds, for each read-only layer of the directory (top first), its
 	// classified listing.
 	ro []layerListing
@@ -39,11 +54,6 @@ type dirIndex struct {
 	// where maps a name to the indexes of the branches whose copy of the
 	// directory holds it or a whiteout of it, ascending.
 	where map[string][]int
-	// counted: len(where) is part of the cache's total (guarded by the
-	// cache).
-	counted bool
-
-	elem *list.Element // position in the cache's recency list
 }
 
 // layerListing is one copy's entries as whiteout.Classify sorts them.
@@ -73,40 +83,46 @@ func sameCopies(a, b []Layer) bool {
 	return slices.EqualFunc(a, b, func(x, y Layer) bool { return x.Branch == y.Branch && x.Path == y.Path })
 }
 
-// build reads the listing of every read-only layer, once. first reports
-// whether this call did the reading.
-func (ix *dirIndex) build() (first bool, err error) {
-	ix.once.Do(func() {
-		first = true
-		where := map[string][]int{}
-		ix.byBranch = make(map[*Branch]int, len(ix.layers))
-		for _, l := range ix.layers {
-			names, hidden, err := listLayer(l)
-			if err != nil {
-				ix.err = err
-				return
-			}
-			for _, e := range names {
-				where[e.Name] = append(where[e.Name], l.Branch.Index)
-			}
-			for name := range hidden {
-				if !slices.Contains(where[name], l.Branch.Index) {
-					where[name] = append(where[name], l.Branch.Index)
-				}
-			}
-			ix.byBranch[l.Branch] = len(ix.ro)
-			ix.ro = append(ix.ro, layerListing{layer: l, names: names, hidden: hidden})
+// load returns the index's listings, reading every read-only layer when
+// they are not held. read reports whether this call did the reading.
+func (ix *dirIndex) load() (d *indexData, read bool, err error) {
+	if d := ix.data.Load(); d != nil {
+		return d, false, nil
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if d := ix.data.Load(); d != nil {
+		return d, false, nil
+	}
+	d = &indexData{byBranch: make(map[*Branch]int, len(ix.layers)), where: map[string][]int{}}
+	for _, l := range ix.layers {
+		names, hidden, err := listLayer(l)
+		if err != nil {
+			return nil, false, err
 		}
-		ix.where = where
-	})
-	return first, ix.err
+		for _, e := range names {
+			d.where[e.Name] = append(d.where[e.Name], l.Branch.Index)
+		}
+		for name := range hidden {
+			if !slices.Contains(d.where[name], l.Branch.Index) {
+				d.where[name] = append(d.where[name], l.Branch.Index)
+			}
+		}
+		d.byBranch[l.Branch] = len(d.ro)
+		d.ro = append(d.ro, layerListing{layer: l, names: names, hidden: hidden})
+	}
+	ix.data.Store(d)
+	return d, true, nil
 }
 
 // listing returns the classified listing of layer l, from the index when
-// l is one of its read-only copies.
-func (ix *dirIndex) listing(l Layer) (layerListing, bool) {
-	if i, ok := ix.byBranch[l.Branch]; ok && ix.ro[i].layer.Path == l.Path {
-		return ix.ro[i], true
+// l is one of its read-only copies. d may be nil (no index).
+func (d *indexData) listing(l Layer) (layerListing, bool) {
+	if d == nil {
+		return layerListing{}, false
+	}
+	if i, ok := d.byBranch[l.Branch]; ok && d.ro[i].layer.Path == l.Path {
+		return d.ro[i], true
 	}
 	return layerListing{}, false
 }
@@ -115,8 +131,8 @@ func (ix *dirIndex) listing(l Layer) (layerListing, bool) {
 // directory's own copies, up to split) that lookup must visit for name:
 // a writable copy, or a read-only copy that holds the name or a whiteout
 // of it. It returns split when none of them must be visited.
-func (ix *dirIndex) skip(layers []Layer, i, split int, name string) int {
-	want := ix.where[name]
+func (d *indexData) skip(layers []Layer, i, split int, name string) int {
+	want := d.where[name]
 	k := 0
 	for ; i < split; i++ {
 		l := layers[i]
@@ -172,7 +188,7 @@ type dirIndexCache struct {
 // dirIndexBudget is how many names the cache holds at most (about 100
 // bytes each, so about 25 MiB): enough for the directories a workload is
 // in, small beside the daemon's memory target (docs/PERFORMANCE.md).
-const dirIndexBudget = 1 << 18
+const dirIndexBudget = 1 << 16
 
 func newDirIndexCache(budget int) *dirIndexCache {
 	return &dirIndexCache{byIno: map[uint64]*dirIndex{}, recent: list.New(), budget: budget}
@@ -203,30 +219,40 @@ func (c *dirIndexCache) attach(dir *Entry) {
 	dir.index = ix
 }
 
-// built records an index's size once its listings are read, and trims
-// the cache to its budget.
-func (c *dirIndexCache) built(ix *dirIndex) {
+// built counts the listings an index just read, putting the index back in
+// the cache if the cache had dropped it, and trims the cache to its
+// budget.
+func (c *dirIndexCache) built(ix *dirIndex, d *indexData) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ix.counted || c.byIno[ix.ino] != ix {
-		return
+	if ix.data.Load() != d {
+		return // dropped again meanwhile
 	}
-	ix.counted = true
-	c.size += len(ix.where)
+	if other := c.byIno[ix.ino]; other != ix {
+		if other != nil {
+			c.dropLocked(other)
+		}
+		c.byIno[ix.ino] = ix
+		ix.elem = c.recent.PushFront(ix)
+	}
+	c.size += len(d.where) - ix.counted
+	ix.counted = len(d.where)
 	for c.size > c.budget && c.recent.Len() > 1 {
 		c.dropLocked(c.recent.Back().Value.(*dirIndex))
 	}
 }
 
+// dropLocked takes ix out of the cache and lets its listings go.
 func (c *dirIndexCache) dropLocked(ix *dirIndex) {
 	if c.byIno[ix.ino] != ix {
 		return
 	}
 	delete(c.byIno, ix.ino)
 	c.recent.Remove(ix.elem)
-	if ix.counted {
-		c.size -= len(ix.where)
-	}
+	ix.elem = nil
+	c.size -= ix.counted
+	ix.counted = 0
+	ix.data.Store(nil)
 }
 
 // forget drops the index of the directory numbered ino: its number may
@@ -239,18 +265,22 @@ func (c *dirIndexCache) forget(ino uint64) {
 	}
 }
 
-// ready reads the index's listings if that has not happened yet. Only
-// the first call takes the cache's lock (to count the names against the
-// budget): later lookups in the directory do not contend on it.
-func (s *Stack) ready(ix *dirIndex) error {
-	first, err := ix.build()
+// ready returns the index's listings, reading them if they are not held.
+// Only a call that reads takes the cache's lock (to count the names
+// against the budget): later lookups in the directory do not contend on
+// it. A nil index has no listings (nil, nil).
+func (s *Stack) ready(ix *dirIndex) (*indexData, error) {
+	if ix == nil {
+		return nil, nil
+	}
+	d, read, err := ix.load()
 	if err != nil {
-		return fmt.Errorf("listing a read-only copy: %w", err)
+		return nil, fmt.Errorf("listing a read-only copy: %w", err)
 	}
-	if first {
-		s.dirs.built(ix)
+	if read {
+		s.dirs.built(ix, d)
 	}
-	return nil
+	return d, nil
 }
 
 // subdirCounts remembers how many visible subdirectories directories

@@ -23,18 +23,14 @@ func (s *Stack) Names(dir *Entry) ([]Name, error) {
 	if !dir.IsDir() {
 		return nil, fmt.Errorf("%s: %w", dir.Path, unix.ENOTDIR)
 	}
-	if dir.index != nil {
-		if err := s.ready(dir.index); err != nil {
-			return nil, fmt.Errorf("%s: %w", dir.Path, err)
-		}
+	index, err := s.ready(dir.index)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir.Path, err)
 	}
 	seen := map[string]bool{} // decided by a higher copy, shown or not
 	var out []Name
 	for _, layer := range dir.Layers {
-		ll, cached := layerListing{}, false
-		if dir.index != nil {
-			ll, cached = dir.index.listing(layer)
-		}
+		ll, cached := index.listing(layer)
 		if !cached {
 			var err error
 			if ll.names, ll.hidden, err = listLayer(layer); err != nil {

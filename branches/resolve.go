@@ -212,23 +212,30 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation, fds *dirFDs)
 	)
 	childPath := path.Join(dir.Path, name)
 	cands := candidates{layers: dir.Layers, name: name, split: len(dir.Layers)}
+	var index *indexData
+	if obs == nil && dir.index != nil {
+		// Explain (obs) visits every copy; a lookup only those the index
+		// says may hold something at name.
+		var err error
+		if index, err = s.ready(dir.index); err != nil {
+			return nil, fmt.Errorf("%s: %w", childPath, err)
+		}
+	}
 	for i := 0; i < cands.len(); i++ {
 		if stopped != nil && obs == nil {
 			break
 		}
-		if obs == nil && i < cands.split && dir.index != nil {
-			// Explain (obs) visits every copy; a lookup only those the
-			// index says may hold something at name.
-			if err := s.ready(dir.index); err != nil {
-				return nil, fmt.Errorf("%s: %w", childPath, err)
-			}
-			if i = dir.index.skip(dir.Layers, i, cands.split, name); i >= cands.len() {
+		if index != nil && i < cands.split {
+			if i = index.skip(dir.Layers, i, cands.split, name); i >= cands.len() {
 				break
 			}
 		}
 		c := cands.at(i)
 		b := c.branch
-		rel := path.Join(c.parent, c.name)
+		rel := childPath
+		if c.parent != dir.Path || c.name != name {
+			rel = path.Join(c.parent, c.name)
+		}
 		if c.viaRedirect {
 			w, err := redirectPath(b, c.parent)
 			if err != nil {

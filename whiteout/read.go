@@ -11,7 +11,7 @@ import (
 )
 
 // Kind says what hides a name, for the callers that explain a union.
-type Kind int
+type Kind uint8
 
 const (
 	// NoMarker: nothing hides the name.
