@@ -71,3 +71,30 @@ func TestGeneration(t *testing.T) {
 		}
 	}
 }
+
+// The stack caches directory descriptors by path; a descriptor follows its
+// directory, so after a rename the cache must not answer the old path with
+// the moved directory.
+func TestDirDescriptorsFollowRenames(t *testing.T) {
+	for _, wd := range writeDialects {
+		t.Run(wd.name, func(t *testing.T) {
+			w := newWStack(t, wd, []string{"a/b/x=1"}, []string{"l/"})
+			if _, err := w.s.Lookup(w.resolve(t, "a/b"), "x"); err != nil {
+				t.Fatal(err) // a/b's descriptor is cached now
+			}
+			if err := w.s.Rename(w.resolve(t, "a"), "b", w.resolve(t, "a"), "c", 0); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := w.s.Create(w.resolve(t, "a"), "b", branches.NewObject{Mode: unix.S_IFDIR | 0o755})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e, err := w.s.Lookup(w.resolve(t, "a/b"), "x"); err == nil {
+				t.Errorf("a/b/x after renaming a/b to a/c and making a new a/b: found %s", e.Layers[0].Path)
+			}
+			if _, err := w.s.Lookup(w.resolve(t, "a/c"), "x"); err != nil {
+				t.Errorf("a/c/x: %v", err)
+			}
+		})
+	}
+}

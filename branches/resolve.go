@@ -269,7 +269,7 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation, fds *dirFDs)
 			// Reached through a redirect: this parent was never merged.
 			m, err := whiteout.ReadDirMarkers(dfd, c.parent)
 			if err != nil {
-				fds.release(dfd)
+				fds.release(b, dfd)
 				return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
 			}
 			parentMarkers = &m
@@ -281,7 +281,7 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation, fds *dirFDs)
 			childMarkers, err = readMarkersAt(b.fd, rel)
 		}
 		if err != nil {
-			fds.release(dfd)
+			fds.release(b, dfd)
 			return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
 		}
 		if isDir && stopped == nil && childMarkers.Redirect != "" && childMarkers.Redirect != rel {
@@ -336,7 +336,7 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation, fds *dirFDs)
 				stopped = &Cause{Branch: b, Marker: l.Hides}
 			}
 		}
-		fds.release(dfd)
+		fds.release(b, dfd)
 		if obs != nil {
 			*obs = append(*obs, o)
 		}
@@ -367,7 +367,7 @@ func newDirFDs() *dirFDs { return &dirFDs{byPlace: map[dirPlace]int{}, held: map
 
 func (d *dirFDs) open(b *Branch, rel string) (int, error) {
 	if d == nil {
-		return sys.OpenDirBeneath(b.fd, rel)
+		return b.openDir(rel)
 	}
 	if fd, ok := d.byPlace[dirPlace{b, rel}]; ok {
 		return fd, nil
@@ -380,9 +380,12 @@ func (d *dirFDs) open(b *Branch, rel string) (int, error) {
 	return fd, err
 }
 
-// release closes fd unless d keeps it.
-func (d *dirFDs) release(fd int) {
-	if d == nil || !d.held[fd] {
+// release hands back fd from open.
+func (d *dirFDs) release(b *Branch, fd int) {
+	switch {
+	case d == nil:
+		b.closeDir(fd)
+	case !d.held[fd]:
 		unix.Close(fd)
 	}
 }

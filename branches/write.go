@@ -261,11 +261,11 @@ func (s *Stack) withDirIn(dir *Entry, rw *rwBranch, fn func(dirFD int, markers w
 	if !ok {
 		return fmt.Errorf("%s has no copy in %s", dir.Path, rw.Given)
 	}
-	fd, err := sys.OpenDirBeneath(rw.fd, l.Path)
+	fd, err := rw.openDir(l.Path)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
+	defer rw.closeDir(fd)
 	return fn(fd, l.Markers)
 }
 

@@ -21,11 +21,11 @@ func withParent(l Layer, fn func(dirFD int, name string) error) error {
 	if dir == "" {
 		dir = "."
 	}
-	dfd, err := sys.OpenDirBeneath(l.Branch.fd, dir)
+	dfd, err := l.Branch.openDir(dir)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(dfd)
+	defer l.Branch.closeDir(dfd)
 	return fn(dfd, name)
 }
 
