@@ -60,6 +60,7 @@ var (
 	flagStrataNotrace = flag.String("strata-notrace", "bin/strata-notrace", "path to strata built with -tags strata_notrace (the strata-notrace system)")
 	flagTmp           = flag.String("tmpdir", "", "parent of the temp dir (default: $TMPDIR or /tmp)")
 	flagOnly          = flag.String("systems", systemNames(), "comma-separated systems to run")
+	flagLoopback      = flag.Bool("serve-loopback", false, "internal: serve SRC at MNT with go-fuse's loopback (the gofuse-loopback system)")
 	flagTimeout       = flag.Duration("timeout", 0, "limit for one timed run; a system that exceeds it is aborted (default: 60s quick, 5m full)")
 )
 
@@ -104,6 +105,10 @@ func fatal(err error) {
 
 func main() {
 	flag.Parse()
+	if *flagLoopback {
+		runServeLoopback(flag.Args())
+		return
+	}
 	*flagRuns = max(*flagRuns, 3)
 	sz, mode := fullSizes, "full"
 	if *flagQuick {

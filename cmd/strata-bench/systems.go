@@ -36,6 +36,7 @@ var allSystems = []system{
 	{name: "strata-nopt", daemon: "strata", flags: []string{"--passthrough=false"}, about: "strata mount --passthrough=false (file I/O through the daemon)"},
 	{name: "fuse-overlayfs", daemon: "fuse-overlayfs"},
 	{name: "unionfs-fuse", daemon: "unionfs-fuse"},
+	{name: "gofuse-loopback", daemon: "gofuse-loopback", about: "go-fuse's loopback (no union logic) over a kernel overlay of the same layers: what any go-fuse filesystem pays here"},
 	{name: "strata-notrace", daemon: "strata", trace: true, notrace: true, about: "strata built with -tags strata_notrace: the trace hooks compiled out"},
 	{name: "strata-trace", daemon: "strata", trace: true, traceOn: true, about: "strata mount --trace FILE: every union decision written to FILE"},
 }
@@ -48,6 +49,9 @@ func (s system) isKernel() bool { return s.name == "kernel" }
 // binary is the executable of a FUSE daemon.
 func (s system) binary() string {
 	switch s.daemon {
+	case "gofuse-loopback":
+		self, _ := os.Executable()
+		return self
 	case "strata":
 		if s.notrace {
 			return *flagStrataNotrace
@@ -97,6 +101,7 @@ type mounted struct {
 	spec   mountSpec
 	root   string
 	daemon *exec.Cmd // FUSE daemon we started; nil otherwise
+	under  *mounted  // gofuse-loopback: the kernel overlay it serves
 	// Once the daemon has exited, done is closed; exitErr and output (its
 	// stdout and stderr) are final then.
 	done    chan struct{}
@@ -130,6 +135,29 @@ func mount(sys system, sp mountSpec) (*mounted, error) {
 	if sys.isKernel() {
 		return mountKernel(sys, sp)
 	}
+	var under *mounted
+	if sys.daemon == "gofuse-loopback" {
+		if len(sp.lowers) > kernelMaxLower {
+			return nil, fmt.Errorf("the kernel overlay under it stacks at most %d lower layers", kernelMaxLower)
+		}
+		var err error
+		if under, err = mountUnderLoopback(sp); err != nil {
+			return nil, err
+		}
+	}
+	m, err := mountDaemon(sys, sp)
+	if err != nil {
+		if under != nil {
+			_ = unmount(under)
+		}
+		return nil, err
+	}
+	m.under = under
+	return m, nil
+}
+
+// mountDaemon starts sys's FUSE daemon for sp and waits for the mount.
+func mountDaemon(sys system, sp mountSpec) (*mounted, error) {
 	c := exec.Command(sys.binary(), daemonArgs(sys, sp)...)
 	c.Dir = sp.dir
 	out := &bytes.Buffer{}
@@ -189,6 +217,8 @@ func daemonArgs(sys system, sp mountSpec) []string {
 		return append(args, "-o", overlayOptions(sp), sp.mnt)
 	case "fuse-overlayfs":
 		return append(append([]string{"-f"}, sys.flags...), "-o", overlayOptions(sp), sp.mnt)
+	case "gofuse-loopback":
+		return []string{"-serve-loopback", loopbackSource(sp), sp.mnt}
 	}
 	// unionfs-fuse: branches top first, upper read-write with copy-on-write.
 	var br []string
@@ -205,11 +235,10 @@ func daemonArgs(sys system, sp mountSpec) []string {
 
 // unmount undoes m and waits for its daemon to exit; a daemon that hangs
 // is aborted and killed.
-func unmount(m *mounted) error {
+func unmount(m *mounted) (err error) {
 	if m == nil || m.sys.isPlain() {
 		return nil
 	}
-	var err error
 	for i := 0; i < 50; i++ {
 		if err = unix.Unmount(m.root, 0); err == nil || !errors.Is(err, unix.EBUSY) {
 			break
@@ -222,6 +251,9 @@ func unmount(m *mounted) error {
 	}
 	if m.daemon == nil {
 		return err
+	}
+	if m.under != nil {
+		defer func() { err = errors.Join(err, unmount(m.under)) }()
 	}
 	// fuse-overlayfs 1.10 now and then takes 20 s to exit after an
 	// unmount; that is worth a note, not a failed run.

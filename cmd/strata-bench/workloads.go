@@ -350,7 +350,7 @@ func (s *sysRun) copyUp() error {
 // where only that directory has been looked up.
 func (s *sysRun) lookupDepth(i int) error {
 	n, r := s.fx.sz.depths[i], s.t.lookup[i]
-	if s.sys.isKernel() && n > kernelMaxLower {
+	if (s.sys.isKernel() || s.sys.daemon == "gofuse-loopback") && n > kernelMaxLower {
 		return s.skip(r, fmt.Sprintf("overlay stacks at most %d lower layers", kernelMaxLower))
 	}
 	names := s.fx.lookupNames()
