@@ -2,7 +2,21 @@ package unionfs
 
 import (
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 )
+
+// openFlags are the FOPEN flags every opened file gets:
+//
+//   - NOFLUSH: close(2) sends no FLUSH request. A flush on a local backing
+//     file has nothing to report (go-fuse's would dup and close the
+//     descriptor), locks are released by their own unlock request, and a
+//     FLUSH is one round trip of the seven a create+unlink costs.
+//   - KEEP_CACHE: an open keeps the file's page cache. Every change goes
+//     through the mount, so the cache cannot be stale (changes made to the
+//     branches behind the union's back are not promised to show,
+//     SEMANTICS.md); without it each open of a file read through the
+//     daemon (passthrough off) would read it from the daemon again.
+const openFlags = fuse.FOPEN_NOFLUSH | fuse.FOPEN_KEEP_CACHE
 
 // file is an open union object: go-fuse's loopback file on the serving
 // copy's descriptor. With passthrough allowed (the default) the kernel
