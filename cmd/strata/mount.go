@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -154,10 +155,22 @@ func daemonize() error {
 	return errors.New(text)
 }
 
+// daemonGCPercent is the daemon's GOGC. Its heap is mostly the inodes
+// the kernel holds, live for as long as the kernel keeps them, so Go's
+// default (let the heap grow to twice the live data before collecting)
+// shows up as resident memory beside every container. At 50 the heap
+// stays within 1.5x of it. Measured after walking 200k files over three
+// layers: 189 MB resident instead of 197 MB, the walk no slower (6.8 s
+// both). GOGC in the environment overrides it.
+const daemonGCPercent = 50
+
 // serve mounts and serves until the mount goes away. ready, when set, is
 // told "ok" once the mount is live, or the error.
 func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.File, trace *os.File) error {
 	defer stack.Close()
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(daemonGCPercent)
+	}
 	logger := log.New(os.Stderr, "strata: ", log.LstdFlags)
 	if f.cpuProfile != "" {
 		stop, err := startCPUProfile(f.cpuProfile)
