@@ -33,12 +33,14 @@ var allSystems = []system{
 	{name: "plain"},
 	{name: "kernel"},
 	{name: "strata", daemon: "strata"},
+	// The trace variants run right after strata, so that the trace cost
+	// table compares runs minutes apart, not a whole bench apart.
+	{name: "strata-notrace", daemon: "strata", trace: true, notrace: true, about: "strata built with -tags strata_notrace: the trace hooks compiled out"},
+	{name: "strata-trace", daemon: "strata", trace: true, traceOn: true, about: "strata mount --trace FILE: every union decision written to FILE"},
 	{name: "strata-nopt", daemon: "strata", flags: []string{"--passthrough=false"}, about: "strata mount --passthrough=false (file I/O through the daemon)"},
 	{name: "fuse-overlayfs", daemon: "fuse-overlayfs"},
 	{name: "unionfs-fuse", daemon: "unionfs-fuse"},
 	{name: "gofuse-loopback", daemon: "gofuse-loopback", about: "go-fuse's loopback (no union logic) over a kernel overlay of the same layers: what any go-fuse filesystem pays here"},
-	{name: "strata-notrace", daemon: "strata", trace: true, notrace: true, about: "strata built with -tags strata_notrace: the trace hooks compiled out"},
-	{name: "strata-trace", daemon: "strata", trace: true, traceOn: true, about: "strata mount --trace FILE: every union decision written to FILE"},
 }
 
 const kernelMaxLower = 500 // OVL_MAX_STACK
