@@ -101,31 +101,7 @@ func printTable(w io.Writer, t *rows, systems []system) {
 		}
 		table = append(table, line)
 	}
-	width := make([]int, len(header))
-	for _, line := range table {
-		for i, c := range line {
-			width[i] = max(width[i], len([]rune(c)))
-		}
-	}
-	for li, line := range table {
-		var b strings.Builder
-		for i, c := range line {
-			pad := strings.Repeat(" ", width[i]-len([]rune(c)))
-			if i == 0 {
-				b.WriteString(c + pad)
-			} else {
-				b.WriteString("  " + pad + c)
-			}
-		}
-		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
-		if li == 0 {
-			total := -2
-			for _, x := range width {
-				total += x + 2
-			}
-			fmt.Fprintln(w, strings.Repeat("-", total))
-		}
-	}
+	printAligned(w, table, "", true)
 }
 
 func printLegend(w io.Writer, fx *fixture) {
@@ -205,7 +181,7 @@ func printTraceCost(w io.Writer, t *rows, trace []system) {
 		}
 		table = append(table, append(line, verdict))
 	}
-	printAligned(w, table, "  ")
+	printAligned(w, table, "  ", false)
 	if compared > 0 {
 		if overlapAll {
 			fmt.Fprintf(w, "  trace off costs nothing measurable: on all %d workloads the runs of strata and %s overlap\n", compared, base)
@@ -215,15 +191,16 @@ func printTraceCost(w io.Writer, t *rows, trace []system) {
 	}
 }
 
-// printAligned prints rows of cells in columns, the first left-aligned.
-func printAligned(w io.Writer, table [][]string, indent string) {
+// printAligned prints rows of cells in columns, the first left-aligned
+// and the others right-aligned; rule draws a line under the first row.
+func printAligned(w io.Writer, table [][]string, indent string, rule bool) {
 	width := map[int]int{}
 	for _, line := range table {
 		for i, c := range line {
 			width[i] = max(width[i], len([]rune(c)))
 		}
 	}
-	for _, line := range table {
+	for li, line := range table {
 		var b strings.Builder
 		b.WriteString(indent)
 		for i, c := range line {
@@ -235,5 +212,12 @@ func printAligned(w io.Writer, table [][]string, indent string) {
 			}
 		}
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+		if rule && li == 0 {
+			total := len(indent) - 2
+			for _, x := range width {
+				total += x + 2
+			}
+			fmt.Fprintln(w, strings.Repeat("-", total))
+		}
 	}
 }
