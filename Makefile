@@ -40,10 +40,12 @@ demo: build
 
 # Side-by-side benchmarks (cmd/strata-bench): strata (default and
 # --passthrough=false) against a plain directory, kernel overlay,
-# fuse-overlayfs and unionfs-fuse on one fixture, as a table with ratios to
-# kernel overlay and the targets of issue #5 met / not met (see
-# docs/PERFORMANCE.md). Needs root and /dev/fuse; as root on Debian the
-# peers and fio are installed when missing.
+# fuse-overlayfs, unionfs-fuse and go-fuse's own loopback on one fixture,
+# as a table with ratios to kernel overlay and the targets of issue #5 met
+# / not met, then the trace cost table (strata against a build without the
+# trace hooks, and with the trace on). See docs/PERFORMANCE.md. Needs root
+# and /dev/fuse; as root on Debian the peers and fio are installed when
+# missing.
 BENCH := bin/strata-bench
 
 bench-deps:
@@ -64,7 +66,7 @@ bench-deps:
 bench-quick: bench-deps build bench-build
 	./$(BENCH) -quick -strata $(BIN) -strata-notrace $(BIN)-notrace
 
-# Full sizes (1 GiB files, 200k-file walk, 1000 branches; about 20
+# Full sizes (1 GiB files, 200k-file walk, 1000 branches; about 24
 # minutes on 2 cores), then the library's lookup benchmarks.
 bench: bench-deps build bench-build
 	./$(BENCH) -strata $(BIN) -strata-notrace $(BIN)-notrace
