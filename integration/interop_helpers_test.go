@@ -201,6 +201,7 @@ func walkFS(t testing.TB, fsys fs.FS) map[string]fsNode {
 	return out
 }
 
+// fsTypeName names m's type in branches.TypeName's words.
 func fsTypeName(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
@@ -212,9 +213,9 @@ func fsTypeName(m fs.FileMode) string {
 	case m&fs.ModeSocket != 0:
 		return "socket"
 	case m&fs.ModeCharDevice != 0:
-		return "chardev"
+		return "char device"
 	case m&fs.ModeDevice != 0:
-		return "blockdev"
+		return "block device"
 	case m.IsRegular():
 		return "file"
 	}

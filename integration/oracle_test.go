@@ -323,6 +323,6 @@ func checkOracleSanity(t *testing.T, k Tree) {
 	assert.Equal(t, uint64(2), k.Nodes["hl1"].Nlink)
 	assert.Equal(t, []string{`user.test="dir value"`}, k.Nodes["xattr-dir"].Xattrs)
 	for _, n := range k.Nodes {
-		assert.NotEqual(t, "chardev", n.Type, "a whiteout leaked into the kernel's view")
+		assert.NotEqual(t, "char device", n.Type, "a whiteout leaked into the kernel's view")
 	}
 }

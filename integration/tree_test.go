@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/branches"
 )
 
 // Node is what the walker records of one object (lstat, never following a
@@ -43,7 +45,7 @@ func (n Node) String() string {
 		s += fmt.Sprintf(" size=%d sha256=%.12s nlink=%d", n.Size, n.SHA256, n.Nlink)
 	case "symlink":
 		s += fmt.Sprintf(" -> %q", n.Target)
-	case "chardev", "blockdev":
+	case "char device", "block device":
 		s += fmt.Sprintf(" rdev=%d:%d", unix.Major(n.Rdev), unix.Minor(n.Rdev))
 	}
 	if len(n.Xattrs) > 0 {
@@ -97,7 +99,7 @@ func walkTree(t testing.TB, root string, opts ...walkOptions) Tree {
 		p := filepath.Join(root, filepath.FromSlash(rel))
 		var st unix.Stat_t
 		require.NoError(t, unix.Lstat(p, &st), "lstat %s", p)
-		n := Node{Type: typeName(st.Mode), Perm: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid}
+		n := Node{Type: branches.TypeName(st.Mode), Perm: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
 			n.Size, n.SHA256 = st.Size, hashFile(t, p)
@@ -131,26 +133,6 @@ func walkTree(t testing.TB, root string, opts ...walkOptions) Tree {
 	}
 	walk(".")
 	return tree
-}
-
-func typeName(mode uint32) string {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return "file"
-	case unix.S_IFDIR:
-		return "dir"
-	case unix.S_IFLNK:
-		return "symlink"
-	case unix.S_IFIFO:
-		return "fifo"
-	case unix.S_IFSOCK:
-		return "socket"
-	case unix.S_IFCHR:
-		return "chardev"
-	case unix.S_IFBLK:
-		return "blockdev"
-	}
-	return fmt.Sprintf("type(%o)", mode&unix.S_IFMT)
 }
 
 func hashFile(t testing.TB, p string) string {
