@@ -299,14 +299,17 @@ func (s *Stack) Upper() *Branch {
 
 // Generation changes whenever an operation may have changed how an
 // existing name resolves: a copy-up (the object, its parents, the other
-// names of its link set), a rename, a directory removal, the removal of
-// one name of an object that has others. An Entry resolved while
-// Generation returned g is current for as long as it still returns g; a
-// caller that keeps entries (the FUSE nodes) resolves again when it
-// differs. Creating, writing, changing attributes of an object already in
-// the upper and removing the only name of a non-directory change no other
-// entry, so they leave it alone: that is what lets a stream of creations
-// in one directory skip re-resolving the directory each time.
+// names of its link set), a rename, a directory removal. An Entry resolved
+// while Generation returned g is current for as long as it still returns
+// g, unless its own name was removed; a caller that keeps entries (the
+// FUSE nodes) resolves again when it differs. Creating, writing, changing
+// attributes of an object already in the upper and removing a
+// non-directory change no other entry, so they leave it alone: that is
+// what lets a stream of creations in one directory skip re-resolving the
+// directory each time. (A caller that shares one holder between names of
+// one object, as FUSE shares a node between hard links, must itself
+// resolve the holder again when the name its entry came from is removed:
+// unionfs does.)
 func (s *Stack) Generation() uint64 { return s.layout.Load() }
 
 // layoutChanged records an operation that may have made entries stale

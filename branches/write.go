@@ -561,12 +561,8 @@ func (s *Stack) Remove(dir *Entry, name string, isDir bool) error {
 		return err
 	}
 	inRW := e.Top().Branch == rw.Branch
-	if isDir || e.St.Nlink > 1 {
-		// A node of another name of this object may hold this name's
-		// path (FUSE gives one node to every name of an object).
-		defer s.layoutChanged()
-	}
 	if isDir {
+		defer s.layoutChanged()
 		defer s.subdirs.changed(dir, dirIn, e)
 		defer s.dirs.forget(e.Ino)
 	}

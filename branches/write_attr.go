@@ -3,6 +3,7 @@ package branches
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -78,6 +79,76 @@ func (s *Stack) Setattr(e *Entry, a SetAttr) (*Entry, error) {
 		return nil, fmt.Errorf("%s: %w", e.Path, err)
 	}
 	return s.refresh(up)
+}
+
+// SetattrOpen is Setattr through an open file: fd is the descriptor Open
+// returned for e. A copy in a writable branch is changed through fd,
+// which stays right after e's name is unlinked or given to another
+// object (ftruncate of an unlinked temp file). A read-only copy must be
+// copied up by its name first, which only makes sense while the name
+// still leads to this object: once it does not (unlinked, so whited out),
+// the change fails with ENOENT rather than bring the name back.
+func (s *Stack) SetattrOpen(e *Entry, fd int, a SetAttr) (*Entry, error) {
+	if e.Top().Branch.Perm != RW {
+		now, err := s.Resolve(e.Path)
+		if err != nil || now.Ino != e.Ino {
+			return nil, fmt.Errorf("%s: open file no longer has this name, nothing to copy up: %w", e.Path, unix.ENOENT)
+		}
+		return s.Setattr(now, a)
+	}
+	if err := s.checkWritable(); err != nil {
+		return nil, err
+	}
+	if err := setattrFD(fd, a); err != nil {
+		return nil, fmt.Errorf("%s: %w", e.Path, err)
+	}
+	n := *e
+	if err := sys.Fstat(fd, &n.St); err != nil {
+		return nil, fmt.Errorf("%s: %w", e.Path, err)
+	}
+	return &n, nil
+}
+
+// setattrFD applies a to the open file fd.
+func setattrFD(fd int, a SetAttr) error {
+	if a.Uid != nil || a.Gid != nil {
+		uid, gid := -1, -1
+		if a.Uid != nil {
+			uid = int(*a.Uid)
+		}
+		if a.Gid != nil {
+			gid = int(*a.Gid)
+		}
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return err
+		}
+	}
+	if a.Mode != nil {
+		if err := unix.Fchmod(fd, *a.Mode&0o7777); err != nil {
+			return err
+		}
+	}
+	if a.Size != nil {
+		if err := unix.Ftruncate(fd, *a.Size); err != nil {
+			return err
+		}
+	}
+	if a.Atime != nil || a.Mtime != nil {
+		omit := unix.Timespec{Nsec: unix.UTIME_OMIT}
+		ts := [2]unix.Timespec{omit, omit}
+		if a.Atime != nil {
+			ts[0] = *a.Atime
+		}
+		if a.Mtime != nil {
+			ts[1] = *a.Mtime
+		}
+		// futimens(3): utimensat with a NULL path acts on fd itself.
+		_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+		if errno != 0 {
+			return errno
+		}
+	}
+	return nil
 }
 
 // Restat returns e with its serving copy stat'ed again (sizes and times

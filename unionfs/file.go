@@ -1,6 +1,9 @@
 package unionfs
 
 import (
+	"context"
+	"syscall"
+
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -24,11 +27,22 @@ const openFlags = fuse.FOPEN_NOFLUSH | fuse.FOPEN_KEEP_CACHE
 // descriptor; otherwise every read and write comes through the daemon.
 type file struct {
 	*fs.LoopbackFile
+	node        *Node
 	passthrough bool
 }
 
-func (u *union) newFile(fd int) *file {
-	return &file{LoopbackFile: fs.NewLoopbackFile(fd).(*fs.LoopbackFile), passthrough: !u.noPassthrough}
+// openFile wraps fd, an open copy of n's object, and records it with n.
+func (n *Node) openFile(fd int) *file {
+	f := &file{LoopbackFile: fs.NewLoopbackFile(fd).(*fs.LoopbackFile), node: n, passthrough: !n.u.noPassthrough}
+	n.opened(f)
+	return f
+}
+
+// Release closes the backing descriptor once the kernel is done with the
+// file.
+func (f *file) Release(ctx context.Context) syscall.Errno {
+	f.node.released(f)
+	return f.LoopbackFile.Release(ctx)
 }
 
 // PassthroughFd offers the backing descriptor to the kernel, unless

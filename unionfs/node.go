@@ -30,6 +30,11 @@ type Node struct {
 	mu    sync.Mutex
 	entry *branches.Entry
 	gen   uint64 // the stack's Generation when entry was resolved
+	// orphan: every name of the node is gone (unlinked while open); its
+	// entry's path may lead to another object now, so it is served from
+	// its open files instead.
+	orphan bool
+	open   []*file // the node's open files
 }
 
 // newNode makes a node for e, resolved at generation gen (read before e
@@ -53,15 +58,70 @@ func (n *Node) current() *branches.Entry {
 	if n.gen == gen {
 		return n.entry
 	}
+	n.gen = gen
 	p := n.Path(nil)
+	if p == "" && !n.IsRoot() {
+		n.orphan = true
+		return n.entry
+	}
 	if p == "" {
 		p = "."
 	}
 	if e, err := n.u.stack.Resolve(p); err == nil && e.Ino == n.StableAttr().Ino {
-		n.entry = e
+		n.entry, n.orphan = e, false
 	}
-	n.gen = gen
 	return n.entry
+}
+
+// orphanFile returns an open file of the node when the node has no name
+// left (nil otherwise): what an operation on the inode itself acts on
+// then, as fchmod(2) of an unlinked file does.
+func (n *Node) orphanFile() *file {
+	n.current()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.orphan || len(n.open) == 0 {
+		return nil
+	}
+	return n.open[0]
+}
+
+// isOrphan reports whether the node has no name left.
+func (n *Node) isOrphan() bool {
+	n.current()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.orphan
+}
+
+// opened and released keep the node's list of open files.
+func (n *Node) opened(f *file) {
+	n.mu.Lock()
+	n.open = append(n.open, f)
+	n.mu.Unlock()
+}
+
+func (n *Node) released(f *file) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i, g := range n.open {
+		if g == f {
+			n.open = append(n.open[:i], n.open[i+1:]...)
+			return
+		}
+	}
+}
+
+// staleGen is never a generation the stack reaches: a node holding it
+// resolves its entry again on next use.
+const staleGen = ^uint64(0)
+
+// nameGone marks the node's entry stale: the name it was resolved by was
+// removed, and the node lives on under another name or as an open file.
+func (n *Node) nameGone() {
+	n.mu.Lock()
+	n.gen = staleGen
+	n.mu.Unlock()
 }
 
 // set records the entry an operation produced; gen is the stack's
@@ -95,6 +155,11 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 // number and link count. An open file answers from its descriptor, which
 // stays right after the name is gone.
 func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if f == nil {
+		if of := n.orphanFile(); of != nil {
+			f = of
+		}
+	}
 	if fg, ok := f.(fs.FileGetattrer); ok {
 		errno := fg.Getattr(ctx, out)
 		// The descriptor reports the backing inode; the union's number is

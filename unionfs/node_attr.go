@@ -47,7 +47,20 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return n.Getattr(ctx, f, out)
 	}
 	gen := n.u.stack.Generation()
-	e, err := n.u.stack.Setattr(n.current(), a)
+	var e *branches.Entry
+	var err error
+	fh, _ := f.(*file)
+	if fh == nil {
+		fh = n.orphanFile() // fchmod(2) and the like of an unlinked file
+	}
+	switch {
+	case fh != nil:
+		e, err = n.u.stack.SetattrOpen(n.current(), fh.fd(), a)
+	case n.isOrphan():
+		err = syscall.ENOENT
+	default:
+		e, err = n.u.stack.Setattr(n.current(), a)
+	}
 	if err != nil {
 		return toErrno(err)
 	}

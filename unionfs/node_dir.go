@@ -131,7 +131,19 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *Node) remove(name string, isDir bool) syscall.Errno {
-	return toErrno(n.u.stack.Remove(n.current(), name, isDir))
+	if err := n.u.stack.Remove(n.current(), name, isDir); err != nil {
+		return toErrno(err)
+	}
+	// go-fuse gives one node to every name that shows one inode number (a
+	// hard link, or two copies that carry one number), and the node's
+	// entry may be this name's: it must resolve again by a name it still
+	// has. No other node's entry changed (branches.Stack.Generation).
+	if ch := n.GetChild(name); ch != nil {
+		if c, ok := ch.Operations().(*Node); ok {
+			c.nameGone()
+		}
+	}
+	return 0
 }
 
 // Rename moves name to newName in newParent (flags: RENAME_NOREPLACE,

@@ -27,7 +27,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if copied {
 		n.set(e, gen)
 	}
-	return n.u.newFile(fd), openFlags, 0
+	return n.openFile(fd), openFlags, 0
 }
 
 // Create makes and opens a new regular file.
@@ -45,7 +45,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, errno
 	}
-	return child, n.u.newFile(fd), openFlags, 0
+	return child, child.Operations().(*Node).openFile(fd), openFlags, 0
 }
 
 // newObject describes an object made by the caller of ctx.
