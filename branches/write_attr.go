@@ -19,6 +19,32 @@ type SetAttr struct {
 	Atime, Mtime *unix.Timespec // UTIME_NOW and UTIME_OMIT allowed in Nsec
 }
 
+// owner is the chown(2) arguments of a: -1 for an id that stays.
+func (a SetAttr) owner() (uid, gid int) {
+	uid, gid = -1, -1
+	if a.Uid != nil {
+		uid = int(*a.Uid)
+	}
+	if a.Gid != nil {
+		gid = int(*a.Gid)
+	}
+	return uid, gid
+}
+
+// times is the utimensat(2) argument of a: UTIME_OMIT for a time that
+// stays.
+func (a SetAttr) times() [2]unix.Timespec {
+	omit := unix.Timespec{Nsec: unix.UTIME_OMIT}
+	ts := [2]unix.Timespec{omit, omit}
+	if a.Atime != nil {
+		ts[0] = *a.Atime
+	}
+	if a.Mtime != nil {
+		ts[1] = *a.Mtime
+	}
+	return ts
+}
+
 // Setattr changes attributes, copying the object up first (SEMANTICS.md:
 // chmod, chown, utimens and truncate copy up). It returns the entry as it
 // is afterwards.
@@ -33,13 +59,7 @@ func (s *Stack) Setattr(e *Entry, a SetAttr) (*Entry, error) {
 			name = "."
 		}
 		if a.Uid != nil || a.Gid != nil {
-			uid, gid := -1, -1
-			if a.Uid != nil {
-				uid = int(*a.Uid)
-			}
-			if a.Gid != nil {
-				gid = int(*a.Gid)
-			}
+			uid, gid := a.owner()
 			if err := unix.Fchownat(dirFD, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return err
 			}
@@ -61,15 +81,8 @@ func (s *Stack) Setattr(e *Entry, a SetAttr) (*Entry, error) {
 			}
 		}
 		if a.Atime != nil || a.Mtime != nil {
-			omit := unix.Timespec{Nsec: unix.UTIME_OMIT}
-			ts := []unix.Timespec{omit, omit}
-			if a.Atime != nil {
-				ts[0] = *a.Atime
-			}
-			if a.Mtime != nil {
-				ts[1] = *a.Mtime
-			}
-			if err := unix.UtimesNanoAt(dirFD, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			ts := a.times()
+			if err := unix.UtimesNanoAt(dirFD, name, ts[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return err
 			}
 		}
@@ -112,13 +125,7 @@ func (s *Stack) SetattrOpen(e *Entry, fd int, a SetAttr) (*Entry, error) {
 // setattrFD applies a to the open file fd.
 func setattrFD(fd int, a SetAttr) error {
 	if a.Uid != nil || a.Gid != nil {
-		uid, gid := -1, -1
-		if a.Uid != nil {
-			uid = int(*a.Uid)
-		}
-		if a.Gid != nil {
-			gid = int(*a.Gid)
-		}
+		uid, gid := a.owner()
 		if err := unix.Fchown(fd, uid, gid); err != nil {
 			return err
 		}
@@ -134,14 +141,7 @@ func setattrFD(fd int, a SetAttr) error {
 		}
 	}
 	if a.Atime != nil || a.Mtime != nil {
-		omit := unix.Timespec{Nsec: unix.UTIME_OMIT}
-		ts := [2]unix.Timespec{omit, omit}
-		if a.Atime != nil {
-			ts[0] = *a.Atime
-		}
-		if a.Mtime != nil {
-			ts[1] = *a.Mtime
-		}
+		ts := a.times()
 		// futimens(3): utimensat with a NULL path acts on fd itself.
 		_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
 		if errno != 0 {
