@@ -79,7 +79,7 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 		}
 	}
 	mo.DirectMountFlags = flags
-	u := &union{stack: stack, owners: newOwners(stack.Options().Compat), noPassthrough: cfg.NoPassthrough}
+	u := &union{stack: stack, owners: newOwners(stack.Options().Compat), noPassthrough: cfg.NoPassthrough, open: map[*Node][]*file{}}
 	node := u.newNode(root, stack.Generation())
 	server, err := fs.Mount(mountpoint, node, opts)
 	if err != nil {

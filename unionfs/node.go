@@ -19,6 +19,9 @@ type union struct {
 	owners *owners
 	// noPassthrough keeps reads and writes of open files in the daemon.
 	noPassthrough bool
+	// open lists each node's open files, for nodes with no name left.
+	openMu sync.Mutex
+	open   map[*Node][]*file
 }
 
 // Node is one union object as the kernel sees it. It holds the resolved
@@ -29,13 +32,20 @@ type Node struct {
 
 	mu    sync.Mutex
 	entry *branches.Entry
-	gen   uint64 // the stack's Generation when entry was resolved
-	// orphan: every name of the node is gone (unlinked while open); its
-	// entry's path may lead to another object now, so it is served from
-	// its open files instead.
-	orphan bool
-	open   []*file // the node's open files
+	// gen is the stack's Generation when entry was resolved, with
+	// orphanBit set when the node had no name left then (unlinked while
+	// open): its entry's path may lead to another object, so it is served
+	// from its open files instead. One word, not two: 200k nodes are
+	// 200k times every field (docs/PERFORMANCE.md, daemon RSS).
+	gen uint64
 }
+
+const (
+	orphanBit = 1 << 63
+	// staleGen is never a generation the stack reaches: a node holding
+	// it resolves its entry again on next use.
+	staleGen = orphanBit - 1
+)
 
 // newNode makes a node for e, resolved at generation gen (read before e
 // was resolved, so that a change racing with the resolution makes the
@@ -55,20 +65,20 @@ func (n *Node) current() *branches.Entry {
 	gen := n.u.stack.Generation()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.gen == gen {
+	if n.gen&^orphanBit == gen {
 		return n.entry
 	}
-	n.gen = gen
 	p := n.Path(nil)
 	if p == "" && !n.IsRoot() {
-		n.orphan = true
+		n.gen = gen | orphanBit
 		return n.entry
 	}
+	n.gen = gen | n.gen&orphanBit
 	if p == "" {
 		p = "."
 	}
 	if e, err := n.u.stack.Resolve(p); err == nil && e.Ino == n.StableAttr().Ino {
-		n.entry, n.orphan = e, false
+		n.entry, n.gen = e, gen
 	}
 	return n.entry
 }
@@ -77,13 +87,15 @@ func (n *Node) current() *branches.Entry {
 // left (nil otherwise): what an operation on the inode itself acts on
 // then, as fchmod(2) of an unlinked file does.
 func (n *Node) orphanFile() *file {
-	n.current()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if !n.orphan || len(n.open) == 0 {
+	if !n.isOrphan() {
 		return nil
 	}
-	return n.open[0]
+	n.u.openMu.Lock()
+	defer n.u.openMu.Unlock()
+	if files := n.u.open[n]; len(files) > 0 {
+		return files[0]
+	}
+	return nil
 }
 
 // isOrphan reports whether the node has no name left.
@@ -91,30 +103,33 @@ func (n *Node) isOrphan() bool {
 	n.current()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.orphan
+	return n.gen&orphanBit != 0
 }
 
-// opened and released keep the node's list of open files.
+// opened and released keep the mount's list of open files by node (kept
+// beside the nodes, not in them: most nodes have none).
 func (n *Node) opened(f *file) {
-	n.mu.Lock()
-	n.open = append(n.open, f)
-	n.mu.Unlock()
+	n.u.openMu.Lock()
+	n.u.open[n] = append(n.u.open[n], f)
+	n.u.openMu.Unlock()
 }
 
 func (n *Node) released(f *file) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for i, g := range n.open {
+	n.u.openMu.Lock()
+	defer n.u.openMu.Unlock()
+	files := n.u.open[n]
+	for i, g := range files {
 		if g == f {
-			n.open = append(n.open[:i], n.open[i+1:]...)
-			return
+			files = append(files[:i], files[i+1:]...)
+			break
 		}
 	}
+	if len(files) == 0 {
+		delete(n.u.open, n)
+	} else {
+		n.u.open[n] = files
+	}
 }
-
-// staleGen is never a generation the stack reaches: a node holding it
-// resolves its entry again on next use.
-const staleGen = ^uint64(0)
 
 // nameGone marks the node's entry stale: the name it was resolved by was
 // removed, and the node lives on under another name or as an open file.
@@ -128,7 +143,7 @@ func (n *Node) nameGone() {
 // Generation read before the operation began.
 func (n *Node) set(e *branches.Entry, gen uint64) {
 	n.mu.Lock()
-	n.entry, n.gen = e, gen
+	n.entry, n.gen = e, gen|n.gen&orphanBit // an orphan stays one
 	n.mu.Unlock()
 }
 
