@@ -80,6 +80,9 @@ bench-build:
 
 bench-lib:
 	$(GO) test -run '^$$' -bench . -benchmem ./branches/
+	@echo "one lookup with tracing off, hooks built in, then compiled out (-tags strata_notrace):"
+	$(GO) test -run '^$$' -bench 'LookupTrace/off' -count 6 ./branches/ | grep ^Benchmark
+	$(GO) test -tags strata_notrace -run '^$$' -bench 'LookupTrace/off' -count 6 ./branches/ | grep ^Benchmark
 
 # strata in $(PREFIX)/bin is all mount(8) and /etc/fstab need: for a type
 # fuse.strata, mount(8) runs mount.fuse3 (package fuse3), which runs
