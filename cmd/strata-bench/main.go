@@ -40,10 +40,10 @@ type sizes struct {
 
 var (
 	quickSizes = sizes{
-		bigFile: 256 << 20, writeFile: 256 << 20, randReads: time.Second,
+		bigFile: 256 << 20, writeFile: 256 << 20, randReads: 500 * time.Millisecond,
 		statFiles: 5000, wideDir: 3000, createN: 1000, untarFiles: 2000,
 		depths: []int{1, 10, 100, 500, 1000}, lookups: 200,
-		walkFiles: 20000, forgetWait: 1 * time.Second, runTimeout: 60 * time.Second,
+		walkFiles: 10000, forgetWait: 1 * time.Second, runTimeout: 60 * time.Second,
 	}
 	fullSizes = sizes{
 		bigFile: 1 << 30, writeFile: 1 << 30, randReads: 5 * time.Second,

@@ -125,25 +125,23 @@ workloads: the union is three layers with a writable upper, freshly mounted per 
 `, sz.untarFiles, sz.lookups, sz.walkFiles, sz.forgetWait)
 }
 
-// printTraceCost prints the metadata workloads of strata beside the trace
-// variants (issue #8): what the trace hooks cost while tracing is off,
-// against a build without them, and what writing the trace costs. Each
-// cell is the median with the range of the runs; "overlap" says whether
-// strata's runs and strata-notrace's runs overlap, i.e. whether the hooks'
-// cost is within the run-to-run noise.
+// printTraceCost prints the trace variants side by side (issue #8): what
+// the trace hooks cost while tracing is off (strata-off) against a build
+// without them (strata-notrace), and what writing the trace costs
+// (strata-trace). Each cell is the median with the range of the runs;
+// "runs overlap" says whether strata-off's and strata-notrace's runs
+// overlap, i.e. whether the hooks' cost is within the run-to-run noise.
 func printTraceCost(w io.Writer, t *rows, trace []system) {
 	if len(trace) == 0 {
 		return
 	}
-	const base = "strata-notrace"
+	const base, offSystem = "strata-notrace", "strata-off"
 	fmt.Fprintf(w, "\ntrace cost (issue #8): metadata workloads, median [fastest..slowest run] (time relative to %s's median)\n", base)
-	cols := []string{targetSystem + " (off)"}
-	syss := []string{targetSystem}
+	var syss []string
 	for _, s := range trace {
-		cols = append(cols, s.name)
 		syss = append(syss, s.name)
 	}
-	table := [][]string{append(append([]string{"workload"}, cols...), "off vs "+base)}
+	table := [][]string{append(append([]string{"workload"}, syss...), offSystem+" vs "+base)}
 	overlapAll, compared := true, 0
 	for _, r := range t.all() {
 		if !r.metadata {
@@ -168,7 +166,7 @@ func printTraceCost(w io.Writer, t *rows, trace []system) {
 			line = append(line, c)
 		}
 		verdict := "-"
-		if lo1, hi1, ok1 := r.spread(targetSystem); ok1 {
+		if lo1, hi1, ok1 := r.spread(offSystem); ok1 {
 			if lo2, hi2, ok2 := r.spread(base); ok2 {
 				compared++
 				if lo1 <= hi2 && lo2 <= hi1 {
@@ -184,9 +182,9 @@ func printTraceCost(w io.Writer, t *rows, trace []system) {
 	printAligned(w, table, "  ", false)
 	if compared > 0 {
 		if overlapAll {
-			fmt.Fprintf(w, "  trace off costs nothing measurable: on all %d workloads the runs of strata and %s overlap\n", compared, base)
+			fmt.Fprintf(w, "  trace off costs nothing measurable: on all %d workloads the runs of %s and %s overlap\n", compared, offSystem, base)
 		} else {
-			fmt.Fprintf(w, "  on some workloads the runs of strata and %s do not overlap (see \"apart\")\n", base)
+			fmt.Fprintf(w, "  on some workloads the runs of %s and %s do not overlap (see \"apart\")\n", offSystem, base)
 		}
 	}
 }

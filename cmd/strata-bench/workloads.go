@@ -90,6 +90,9 @@ func runSystem(fx *fixture, sys system, t *rows) {
 		fmt.Fprintf(os.Stderr, "strata-bench: %s took %v\n", sys.name, time.Since(start).Round(time.Second))
 	}(time.Now())
 	mustMkdir(s.base)
+	// The previous system's writes are flushed before this one starts,
+	// not while it runs.
+	unix.Sync()
 	var err error
 	if s.main, err = s.mountLayers("main"); err != nil {
 		s.skipRest(err.Error())
