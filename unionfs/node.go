@@ -62,27 +62,16 @@ func (u *union) newNode(e *branches.Entry, gen uint64) *Node {
 // so it keeps its last entry unless the path still leads to the same
 // inode number.
 func (n *Node) current() *branches.Entry {
-	e, _ := n.resolve()
-	return e
-}
-
-// resolve is current, also reporting whether the node has no name left
-// (an orphan: unlinked while open).
-func (n *Node) resolve() (e *branches.Entry, orphan bool) {
 	gen := n.u.stack.Generation()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.gen&^orphanBit != gen {
-		n.refreshLocked(gen)
+	if n.gen&^orphanBit == gen {
+		return n.entry
 	}
-	return n.entry, n.gen&orphanBit != 0
-}
-
-func (n *Node) refreshLocked(gen uint64) {
 	p := n.Path(nil)
 	if p == "" && !n.IsRoot() {
 		n.gen = gen | orphanBit
-		return
+		return n.entry
 	}
 	n.gen = gen | n.gen&orphanBit
 	if p == "" {
@@ -91,18 +80,30 @@ func (n *Node) refreshLocked(gen uint64) {
 	if e, err := n.u.stack.Resolve(p); err == nil && e.Ino == n.StableAttr().Ino {
 		n.entry, n.gen = e, gen
 	}
+	return n.entry
 }
 
-// anyOpenFile returns one of the node's open files, or nil: what an
-// operation on an orphan's inode acts on, as fchmod(2) of an unlinked
-// file does.
-func (n *Node) anyOpenFile() *file {
+// orphanFile returns an open file of the node when the node has no name
+// left (nil otherwise): what an operation on the inode itself acts on
+// then, as fchmod(2) of an unlinked file does.
+func (n *Node) orphanFile() *file {
+	if !n.isOrphan() {
+		return nil
+	}
 	n.u.openMu.Lock()
 	defer n.u.openMu.Unlock()
 	if files := n.u.open[n]; len(files) > 0 {
 		return files[0]
 	}
 	return nil
+}
+
+// isOrphan reports whether the node has no name left.
+func (n *Node) isOrphan() bool {
+	n.current()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.gen&orphanBit != 0
 }
 
 // opened and released keep the mount's list of open files by node (kept
@@ -169,9 +170,8 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 // number and link count. An open file answers from its descriptor, which
 // stays right after the name is gone.
 func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	cur, orphan := n.resolve()
-	if f == nil && orphan {
-		if of := n.anyOpenFile(); of != nil {
+	if f == nil {
+		if of := n.orphanFile(); of != nil {
 			f = of
 		}
 	}
@@ -183,7 +183,7 @@ func (n *Node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		n.u.owners.attr(&out.Attr)
 		return errno
 	}
-	e, err := n.u.stack.Restat(cur)
+	e, err := n.u.stack.Restat(n.current())
 	if err != nil {
 		return toErrno(err)
 	}

@@ -49,18 +49,17 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	gen := n.u.stack.Generation()
 	var e *branches.Entry
 	var err error
-	cur, orphan := n.resolve()
 	fh, _ := f.(*file)
-	if fh == nil && orphan {
-		fh = n.anyOpenFile() // fchmod(2) and the like of an unlinked file
+	if fh == nil {
+		fh = n.orphanFile() // fchmod(2) and the like of an unlinked file
 	}
 	switch {
 	case fh != nil:
-		e, err = n.u.stack.SetattrOpen(cur, fh.fd(), a)
-	case orphan:
+		e, err = n.u.stack.SetattrOpen(n.current(), fh.fd(), a)
+	case n.isOrphan():
 		err = syscall.ENOENT
 	default:
-		e, err = n.u.stack.Setattr(cur, a)
+		e, err = n.u.stack.Setattr(n.current(), a)
 	}
 	if err != nil {
 		return toErrno(err)
