@@ -2,10 +2,14 @@ package unionfs
 
 import (
 	"context"
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/branches"
 )
 
 // openFlags are the FOPEN flags every opened file gets:
@@ -17,46 +21,204 @@ import (
 //   - KEEP_CACHE: an open keeps the file's page cache. Every change goes
 //     through the mount, so the cache cannot be stale (changes made to the
 //     branches behind the union's back are not promised to show,
-//     SEMANTICS.md); without it each open of a file read through the
-//     daemon (passthrough off) would read it from the daemon again.
+//     docs/UNION-SEMANTICS.md); without it each open of a file read through
+//     the daemon would read it from the daemon again. go-fuse drops it for
+//     passthrough opens, which have no page cache of their own.
 const openFlags = fuse.FOPEN_NOFLUSH | fuse.FOPEN_KEEP_CACHE
 
-// file is an open union object: go-fuse's loopback file on the serving
-// copy's descriptor. With passthrough allowed (the default) the kernel
-// reads and writes the backing file itself once it has accepted the
-// descriptor; otherwise every read and write comes through the daemon.
+// ioMode is how the kernel reaches an open file's data.
+type ioMode uint8
+
+const (
+	// viaDaemon: reads and writes come to the daemon and go through the
+	// FUSE inode's page cache (the kernel's "cached" io mode).
+	viaDaemon ioMode = iota
+	// passthrough: the kernel reads and writes the backing file itself.
+	passthrough
+	// direct: reads and writes come to the daemon and bypass the page
+	// cache (FOPEN_DIRECT_IO), the one mode the kernel lets sit beside
+	// passthrough opens with another backing file.
+	direct
+)
+
+// file is an open union object: go-fuse's loopback file on a copy of the
+// node's object. Which copy, and how the kernel reaches it, follows one
+// rule (docs/CHOICES.md, "Open files across a copy-up"):
+//
+//   - The kernel binds a FUSE inode's passthrough opens to one backing
+//     file, and opens later passthrough opens of the inode on that file's
+//     path with their own flags. A copy in a read-only branch is therefore
+//     never passed through on a writable mount: the next open for writing
+//     would reach it.
+//   - A copy in a read-only branch is read through the daemon instead,
+//     and once the object has been copied up the file follows it (follow):
+//     a descriptor opened before the copy-up sees the new data, as kernel
+//     overlay shows it, and the page cache is shared with every writer.
+//   - A copy in a writable branch is passed through, unless the inode has
+//     open files read through the daemon: the kernel keeps one io mode per
+//     inode, so it is then read and written through the daemon too.
 type file struct {
-	*fs.LoopbackFile
-	node        *Node
-	passthrough bool
+	loopbackOps
+	lb   *fs.LoopbackFile
+	node *Node
+	mode ioMode
+
+	// mu guards branch and serialises follow.
+	mu sync.Mutex
+	// branch holds the copy the descriptor is open on.
+	branch *branches.Branch
+	// flags are the open(2) flags the copy was opened with, for
+	// reopening the copy that replaces it.
+	flags int
 }
 
-// openFile wraps fd, an open copy of n's object, and records it with n.
-func (n *Node) openFile(fd int) *file {
-	f := &file{LoopbackFile: fs.NewLoopbackFile(fd).(*fs.LoopbackFile), node: n, passthrough: !n.u.noPassthrough}
-	n.opened(f)
-	return f
+// loopbackOps are the operations of go-fuse's loopback file that a file
+// serves on its descriptor: all but PassthroughFd, which go-fuse takes as
+// consent to pass a handle through (passthroughFile), and Statx, which
+// would report the backing inode unmapped (without it the kernel asks
+// Getattr, which maps it).
+type loopbackOps interface {
+	fs.FileReader
+	fs.FileWriter
+	fs.FileWritever
+	fs.FileReleaser
+	fs.FileGetattrer
+	fs.FileGetlker
+	fs.FileSetlker
+	fs.FileSetlkwer
+	fs.FileLseeker
+	fs.FileFlusher
+	fs.FileFsyncer
+	fs.FileSetattrer
+	fs.FileAllocater
+	fs.FileIoctler
+}
+
+// passthroughFile is a file the kernel may pass through: the only handle
+// type that offers go-fuse a backing descriptor. go-fuse registers the
+// first one per node and reuses that registration for every later
+// passthrough open of the node, so offering it is the node's decision
+// (Node.openFile), not the file's.
+type passthroughFile struct{ *file }
+
+var _ fs.FilePassthroughFder = passthroughFile{}
+
+// PassthroughFd offers the backing descriptor to the kernel.
+func (p passthroughFile) PassthroughFd() (int, bool) { return p.lb.PassthroughFd() }
+
+// openFile wraps fd, open on e's serving copy with flags, records it with
+// n and returns the handle and the FOPEN flags for the kernel.
+func (n *Node) openFile(e *branches.Entry, fd int, flags int) (fs.FileHandle, uint32) {
+	lb := fs.NewLoopbackFile(fd).(*fs.LoopbackFile)
+	f := &file{
+		loopbackOps: lb,
+		lb:          lb,
+		node:        n,
+		branch:      e.Top().Branch,
+		flags:       flags &^ (unix.O_TRUNC | unix.O_CREAT | unix.O_EXCL),
+	}
+	n.u.openMu.Lock()
+	defer n.u.openMu.Unlock()
+	f.mode = chooseIOMode(!n.u.noPassthrough, n.u.stack.Writable(), f.branch, n.u.open[n])
+	n.u.open[n] = append(n.u.open[n], f)
+	switch f.mode {
+	case passthrough:
+		return passthroughFile{f}, openFlags
+	case direct:
+		return f, openFlags | fuse.FOPEN_DIRECT_IO
+	}
+	return f, openFlags
+}
+
+// chooseIOMode decides how a new open of a copy in branch b is reached,
+// given whether the mount may pass files through, whether it is writable,
+// and the node's open files.
+func chooseIOMode(allowPassthrough, writable bool, b *branches.Branch, open []*file) ioMode {
+	if !allowPassthrough || (b.Perm != branches.RW && writable) {
+		return viaDaemon
+	}
+	for _, g := range open {
+		switch {
+		case g.mode == viaDaemon:
+			return viaDaemon // the kernel would refuse passthrough (one io mode per inode)
+		case g.mode == passthrough && g.branch != b:
+			// The node's registered backing file is another copy (a
+			// multi-rw stack whose object moved up): passthrough would
+			// reach it, and the page cache is not allowed beside it.
+			return direct
+		}
+	}
+	return passthrough
 }
 
 // Release closes the backing descriptor once the kernel is done with the
 // file.
 func (f *file) Release(ctx context.Context) syscall.Errno {
 	f.node.released(f)
-	return f.LoopbackFile.Release(ctx)
+	return f.lb.Release(ctx)
 }
 
-// PassthroughFd offers the backing descriptor to the kernel, unless
-// passthrough is off for this mount.
-func (f *file) PassthroughFd() (int, bool) {
-	if !f.passthrough {
-		return -1, false
+// follow moves a file read through the daemon onto the copy the union
+// shows now, when its own copy was left behind by a copy-up. dup3 swaps
+// the open file behind the descriptor number in one step, so a read in
+// flight finishes on one copy or the other. Passthrough files never
+// follow: they are open on writable copies, which copy-up never replaces.
+func (f *file) follow() {
+	if f.mode == passthrough {
+		return
 	}
-	return f.LoopbackFile.PassthroughFd()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.branch.Perm == branches.RW {
+		return
+	}
+	e := f.node.current()
+	if e.Top().Branch == f.branch || e.St.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
+	fd, err := f.node.u.stack.OpenLayer(e.Top(), f.flags)
+	if err != nil {
+		return // the old copy still holds the data as it was
+	}
+	defer unix.Close(fd)
+	if err := unix.Dup3(fd, f.fd(), unix.O_CLOEXEC); err != nil {
+		return
+	}
+	f.branch = e.Top().Branch
+}
+
+// Read reads the copy the union shows.
+func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	f.follow()
+	return f.lb.Read(ctx, buf, off)
+}
+
+// Getattr reports the attributes of the copy the union shows.
+func (f *file) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	f.follow()
+	return f.lb.Getattr(ctx, out)
+}
+
+// Lseek finds data and holes in the copy the union shows.
+func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	f.follow()
+	return f.lb.Lseek(ctx, off, whence)
+}
+
+// asFile is the file behind a handle this package made (nil for none).
+func asFile(h fs.FileHandle) *file {
+	switch f := h.(type) {
+	case *file:
+		return f
+	case passthroughFile:
+		return f.file
+	}
+	return nil
 }
 
 // fd is the backing file's descriptor, for operations the daemon serves
-// itself on the backing file.
+// itself on the backing file; call follow first where the copy matters.
 func (f *file) fd() int {
-	fd, _ := f.LoopbackFile.PassthroughFd()
+	fd, _ := f.lb.PassthroughFd()
 	return fd
 }

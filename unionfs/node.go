@@ -61,6 +61,22 @@ func (u *union) newNode(e *branches.Entry, gen uint64) *Node {
 // (renamed over, unlinked and re-created): a node never changes identity,
 // so it keeps its last entry unless the path still leads to the same
 // inode number.
+//
+// Only a resolution that finds the node's object makes the entry current
+// (records gen). The branch operation of a rename or removal runs before
+// go-fuse updates its tree (after the node method returns), so for that
+// window the node's path is the old one: resolving it then fails or finds
+// another object, and the node stays stale and resolves again on its next
+// use, by which time the tree has moved. Recording gen there instead would
+// pin the old path until the next layout change, and an unlinked open
+// file would never notice it lost its name. The caller in the window gets
+// the last entry, whose path nothing new can take before the tree has
+// moved: the kernel holds the directories' locks across the whole rename
+// or unlink request, tree update included, and the renamed or unlinked
+// inode's own lock, which every setattr, setxattr and truncate of it takes
+// too. What is left is an operation on a descendant of a renamed
+// directory that got the last entry in the window and is still running
+// after a new directory and object were made at the old path.
 func (n *Node) current() *branches.Entry {
 	gen := n.u.stack.Generation()
 	n.mu.Lock()
@@ -73,7 +89,6 @@ func (n *Node) current() *branches.Entry {
 		n.gen = gen | orphanBit
 		return n.entry
 	}
-	n.gen = gen | n.gen&orphanBit
 	if p == "" {
 		p = "."
 	}
@@ -106,14 +121,8 @@ func (n *Node) isOrphan() bool {
 	return n.gen&orphanBit != 0
 }
 
-// opened and released keep the mount's list of open files by node (kept
-// beside the nodes, not in them: most nodes have none).
-func (n *Node) opened(f *file) {
-	n.u.openMu.Lock()
-	n.u.open[n] = append(n.u.open[n], f)
-	n.u.openMu.Unlock()
-}
-
+// released drops f from the mount's list of open files by node (kept
+// beside the nodes, not in them: most nodes have none; openFile adds).
 func (n *Node) released(f *file) {
 	n.u.openMu.Lock()
 	defer n.u.openMu.Unlock()

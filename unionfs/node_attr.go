@@ -49,12 +49,13 @@ func (n *Node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	gen := n.u.stack.Generation()
 	var e *branches.Entry
 	var err error
-	fh, _ := f.(*file)
+	fh := asFile(f)
 	if fh == nil {
 		fh = n.orphanFile() // fchmod(2) and the like of an unlinked file
 	}
 	switch {
 	case fh != nil:
+		fh.follow() // the descriptor must be on the copy the name shows
 		e, err = n.u.stack.SetattrOpen(n.current(), fh.fd(), a)
 	case n.isOrphan():
 		err = syscall.ENOENT

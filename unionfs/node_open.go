@@ -20,14 +20,16 @@ const openFlagsKept = unix.O_ACCMODE | unix.O_APPEND | unix.O_TRUNC | unix.O_DIR
 // it up.
 func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	gen := n.u.stack.Generation()
-	e, fd, copied, err := n.u.stack.Open(n.current(), int(flags)&openFlagsKept)
+	kept := int(flags) & openFlagsKept
+	e, fd, copied, err := n.u.stack.Open(n.current(), kept)
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
 	if copied {
 		n.set(e, gen)
 	}
-	return n.openFile(fd), openFlags, 0
+	fh, fopen := n.openFile(e, fd, kept)
+	return fh, fopen, 0
 }
 
 // Create makes and opens a new regular file.
@@ -45,7 +47,8 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, errno
 	}
-	return child, child.Operations().(*Node).openFile(fd), openFlags, 0
+	fh, fopen := child.Operations().(*Node).openFile(e, fd, obj.OpenFlags)
+	return child, fh, fopen, 0
 }
 
 // newObject describes an object made by the caller of ctx.
@@ -62,11 +65,11 @@ func newObject(ctx context.Context, mode uint32) branches.NewObject {
 // destination is open for writing, so it is an upper copy already.
 func (n *Node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode,
 	fhOut fs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
-	in, okIn := fhIn.(*file)
-	dst, okOut := fhOut.(*file)
-	if !okIn || !okOut {
+	in, dst := asFile(fhIn), asFile(fhOut)
+	if in == nil || dst == nil {
 		return 0, syscall.ENOTSUP
 	}
+	in.follow()
 	oi, oo := int64(offIn), int64(offOut)
 	count, err := unix.CopyFileRange(in.fd(), &oi, dst.fd(), &oo, int(length), int(flags))
 	if err != nil {
