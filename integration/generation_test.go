@@ -138,3 +138,51 @@ func TestGenerationLinksInLowerRWBranch(t *testing.T) {
 	require.NoError(t, err, "b is still visible (it is listed: %v)", listNames(t, mnt))
 	require.Equal(t, "shared", string(got))
 }
+
+// TestFchmodUnlinkedOpenFileRacingRecreate runs fchmod and ftruncate of an
+// open file against the unlink and re-creation of its name, many times: in
+// every order the new file keeps its own mode and content. A node that
+// re-resolved its old path in the window between the branch unlink and
+// go-fuse's tree update once kept that path as current, and then acted on
+// the file that took the name.
+func TestFchmodUnlinkedOpenFileRacingRecreate(t *testing.T) {
+	_, _, mnt := genMount(t, "overlay", nil)
+	f := filepath.Join(mnt, "f")
+	for i := range 200 {
+		require.NoError(t, os.WriteFile(f, []byte("old contents"), 0o644))
+		fd, err := unix.Open(f, unix.O_RDWR, 0)
+		require.NoError(t, err)
+		done, statted := make(chan error, 1), make(chan struct{})
+		go func() {
+			if err := os.Remove(f); err != nil {
+				done <- err
+				return
+			}
+			done <- os.WriteFile(f, []byte("precious"), 0o600)
+		}()
+		go func() {
+			// stat(2) by name makes the node resolve its path again,
+			// the unlink's window included (the attribute cache is
+			// dropped by the fchmod and ftruncate below).
+			defer close(statted)
+			for range 20 {
+				var st unix.Stat_t
+				unix.Stat(f, &st)
+			}
+		}()
+		for range 3 {
+			unix.Fchmod(fd, 0o755) // on the old file, or on nothing
+			unix.Ftruncate(fd, 1)
+		}
+		require.NoError(t, <-done)
+		<-statted
+		unix.Close(fd)
+		got, err := os.ReadFile(f)
+		require.NoError(t, err)
+		require.Equal(t, "precious", string(got), "round %d: the new f was truncated through the old descriptor", i)
+		st, err := os.Stat(f)
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "round %d: the new f was changed through the old descriptor", i)
+		require.NoError(t, os.Remove(f))
+	}
+}

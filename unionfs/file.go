@@ -133,8 +133,24 @@ func (n *Node) openFile(e *branches.Entry, fd int, flags int) (fs.FileHandle, ui
 // chooseIOMode decides how a new open of a copy in branch b is reached,
 // given whether the mount may pass files through, whether it is writable,
 // and the node's open files.
+//
+// Two cases need FOPEN_DIRECT_IO because the node already has passthrough
+// opens of another copy, which only a node resolved to two objects at
+// once can reach (a stale entry, or two copies that carry one inode
+// number): the kernel would refuse the page cache beside them with EIO.
+// go-fuse counts such a handle's release against the node's passthrough
+// registration, so a later passthrough open may then fail with EIO too;
+// neither case writes anywhere but the copy the open was given.
 func chooseIOMode(allowPassthrough, writable bool, b *branches.Branch, open []*file) ioMode {
-	if !allowPassthrough || (b.Perm != branches.RW && writable) {
+	if !allowPassthrough {
+		return viaDaemon
+	}
+	if b.Perm != branches.RW && writable {
+		for _, g := range open {
+			if g.mode == passthrough {
+				return direct
+			}
+		}
 		return viaDaemon
 	}
 	for _, g := range open {
