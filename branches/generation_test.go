@@ -141,3 +141,27 @@ func TestSetattrOpen(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyUpOfStaleEntry copies up an entry resolved before its directory
+// was renamed and a new directory took the old name: the copy must not
+// land in the new directory (a FUSE node's entry is refreshed only after
+// the rename's tree update, so a copy-up can meet such an entry).
+func TestCopyUpOfStaleEntry(t *testing.T) {
+	for _, wd := range writeDialects {
+		t.Run(wd.name, func(t *testing.T) {
+			w := newWStack(t, wd, nil, []string{"a/x=lower"})
+			stale := w.resolve(t, "a/x")
+			if err := w.s.Rename(w.resolve(t, "."), "a", w.resolve(t, "."), "b", 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := w.s.Create(w.resolve(t, "."), "a", branches.NewObject{Mode: unix.S_IFDIR | 0o755}); err != nil {
+				t.Fatal(err)
+			}
+			before := w.union(t)
+			if _, err := w.s.CopyUp(stale); !errors.Is(err, unix.ENOENT) {
+				t.Errorf("CopyUp of a/x resolved before a was renamed: %v, want ENOENT", err)
+			}
+			diffMaps(t, "union", before, w.union(t))
+		})
+	}
+}

@@ -218,7 +218,16 @@ func (s *Stack) copyUpTo(e *Entry, rw *rwBranch) (*Entry, error) {
 
 // copyUpOne copies e alone into rw (its parents first), setting extra
 // xattrs on the copy before it shows.
+//
+// e may have been resolved before a rename or removal moved its name (a
+// FUSE node's entry is refreshed after the fact): copying it by its old
+// path could bring a removed name back or place the copy under a new
+// directory that took the old parent's name. So the name must still lead
+// to e's object when the copy starts.
 func (s *Stack) copyUpOne(e *Entry, rw *rwBranch, extra map[string][]byte) (*Entry, error) {
+	if now, err := s.Resolve(e.Path); err != nil || now.Ino != e.Ino {
+		return nil, fmt.Errorf("copy-up %s: the name no longer leads to this object: %w", e.Path, unix.ENOENT)
+	}
 	parent, err := s.Resolve(path.Dir(e.Path))
 	if err != nil {
 		return nil, err
