@@ -58,7 +58,13 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 			// POSIX locks go to the backing file (go-fuse's loopback file
 			// takes them there), so they hold between opens of one file.
 			EnableLocks: true,
-			Logger:      cfg.Logger,
+			// POSIX ACLs are the kernel's to enforce, as on the branches
+			// (SEMANTICS.md: Access control): it reads them through
+			// GETXATTR. With them the kernel leaves the umask to us
+			// (DONT_MASK), since a default ACL replaces it (rawfs.go).
+			EnableAcl:         true,
+			ExtraCapabilities: fuse.CAP_DONT_MASK,
+			Logger:            cfg.Logger,
 		},
 	}
 	mo := &opts.MountOptions
@@ -81,8 +87,14 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 	mo.DirectMountFlags = flags
 	u := &union{stack: stack, owners: newOwners(stack.Options().Compat), noPassthrough: cfg.NoPassthrough, open: map[*Node][]*file{}}
 	node := u.newNode(root, stack.Generation())
-	server, err := fs.Mount(mountpoint, node, opts)
+	// fs.Mount, with the bridge wrapped (rawfs.go).
+	raw := &rawFS{RawFileSystem: fs.NewNodeFS(node, opts), owners: u.owners}
+	server, err := fuse.NewServer(raw, mountpoint, mo)
 	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	return server, nil
