@@ -58,16 +58,18 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 			// POSIX locks go to the backing file (go-fuse's loopback file
 			// takes them there), so they hold between opens of one file.
 			EnableLocks: true,
-			// POSIX ACLs are the kernel's to enforce, as on the branches
-			// (SEMANTICS.md: Access control): it reads them through
-			// GETXATTR. With them the kernel leaves the umask to us
-			// (DONT_MASK), since a default ACL replaces it (rawfs.go).
-			EnableAcl:         true,
-			ExtraCapabilities: fuse.CAP_DONT_MASK,
-			Logger:            cfg.Logger,
+			Logger:      cfg.Logger,
 		},
 	}
 	mo := &opts.MountOptions
+	if !stack.Options().Compat.NoACL {
+		// POSIX ACLs are the kernel's to enforce, as on the branches
+		// (SEMANTICS.md: Access control): it reads them through GETXATTR.
+		// With them it leaves the umask to us (DONT_MASK), since a default
+		// ACL replaces it (rawfs.go).
+		mo.EnableAcl = true
+		mo.ExtraCapabilities |= fuse.CAP_DONT_MASK
+	}
 	mo.Options = append(mo.Options, "default_permissions")
 	mo.Options = append(mo.Options, stack.Options().Mount...)
 	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
