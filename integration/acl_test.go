@@ -253,3 +253,44 @@ stat -c '%n %a' open/f22 open/d22 open/p22 open/f77 open/d77 open/d777 open/d002
 	})
 	assertBranchesUnchanged(t, lowerBefore)
 }
+
+// TestACLIDMapping: under uidmapping=/gidmapping= the ids a named ACL
+// entry holds are mapped as owners are: the kernel checks them against
+// the caller's id on the mount, getfacl shows the mount's ids, and
+// setfacl stores the branch's. (Kernel overlay has no such options.)
+func TestACLIDMapping(t *testing.T) {
+	requireMountable(t)
+	requireACLTools(t)
+	tmp := t.TempDir()
+	require.NoError(t, os.Chmod(filepath.Dir(tmp), 0o755))
+	require.NoError(t, os.Chmod(tmp, 0o755))
+	dirs := mkdirs(t, tmp+"/lower", tmp+"/upper", tmp+"/work", tmp+"/mnt")
+	lower, upper, mnt := dirs[0], dirs[1], dirs[3]
+	runAs(t, aclRoot, lower, `set -e
+echo f > f; chmod 600 f; setfacl -m u:1000:r--,g:2000:r-- f
+mkdir d; chmod 777 d; setfacl -d -m u:1000:rwx d
+`)
+	require.NoError(t, os.Chmod(upper, 0o755))
+	before := snapshotBranches(t, []string{lower})
+	mountStrata(t, mnt, writableOpt([]string{lower}, upper, dirs[2])+
+		",uidmapping=0:100000:65536,gidmapping=0:100000:65536")
+
+	named := aclUser{name: "uid 101000", uid: 101000, gid: 101000}
+	group := aclUser{name: "gid 102000", uid: 105000, gid: 102000}
+	branchID := aclUser{name: "uid 1000", uid: 1000, gid: 1000}
+	assert.Equal(t, "yes\n", runAs(t, named, mnt, aclCan+"can cat f"), "the entry for branch uid 1000 names mount uid 101000")
+	assert.Equal(t, "yes\n", runAs(t, group, mnt, aclCan+"can cat f"), "the entry for branch gid 2000 names mount gid 102000")
+	assert.Equal(t, "no\n", runAs(t, branchID, mnt, aclCan+"can cat f"), "uid 1000 on the mount is not the entry's user")
+	assert.Equal(t, "user::rw-\nuser:101000:r--\ngroup::---\ngroup:102000:r--\nmask::r--\nother::---\n\n",
+		runAs(t, aclRoot, mnt, "getfacl -n --omit-header f"))
+
+	runAs(t, aclRoot, mnt, "setfacl -m u:103000:rw- f")
+	assert.Equal(t, "user::rw-\nuser:1000:r--\nuser:3000:rw-\ngroup::---\ngroup:2000:r--\nmask::rw-\nother::---\n\n",
+		runAs(t, aclRoot, upper, "getfacl -n --omit-header f"), "setfacl through the mount stores the branch's ids")
+
+	// An inherited default ACL keeps the branch's ids, and shows mapped.
+	runAs(t, named, mnt, "umask 022; echo n > d/n")
+	assert.Contains(t, runAs(t, aclRoot, upper, "getfacl -n --omit-header d/n"), "user:1000:rwx")
+	assert.Contains(t, runAs(t, aclRoot, mnt, "getfacl -n --omit-header d/n"), "user:101000:rwx")
+	assertBranchesUnchanged(t, before)
+}
