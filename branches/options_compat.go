@@ -30,6 +30,9 @@ type Compat struct {
 	SquashUID, SquashGID *uint32
 	// StaticNlink makes directories report one link (static_nlink).
 	StaticNlink bool
+	// NoACL (noacl) leaves POSIX ACLs off the FUSE connection, as
+	// fuse-overlayfs does: the kernel checks mode bits only.
+	NoACL bool
 	// Timeout, when set (timeout=), is how long the kernel may cache
 	// names and attributes.
 	Timeout *time.Duration
@@ -127,7 +130,7 @@ var compatTable = map[string]compatHandler{
 	"fsync":          fsyncOption,
 	"redirect_dir":   redirectDirOption,
 	// Accepted: what they ask for is what strata does anyway.
-	"noacl":             flagOption(func(*Compat) {}), // strata never enables POSIX ACLs on the FUSE connection
+	"noacl":             flagOption(func(c *Compat) { c.NoACL = true }),
 	"noxattrs":          valueOption("0", "strata keeps its whiteouts, opaque markers and redirects in xattrs and serves xattrs through the mount; only noxattrs=0 is supported"),
 	"plugins":           valueOption("", "fuse-overlayfs data-source plugins are shared libraries for fuse-overlayfs itself; strata cannot load them"),
 	"xattr_permissions": valueOption("0", "keeping owners and modes in xattrs instead of the inode (containers/storage's force_mask) is not supported; remove overlay.force_mask from storage.conf"),

@@ -51,7 +51,8 @@ func TestParseOptionsCompat(t *testing.T) {
 		{name: "static_nlink", items: []string{stack + ",static_nlink"}, compat: branches.Compat{StaticNlink: true}},
 		{name: "timeout in seconds", items: []string{stack + ",timeout=3600"}, compat: branches.Compat{Timeout: &hour}},
 		{name: "fractional timeout", items: []string{stack + ",timeout=0.5"}, compat: branches.Compat{Timeout: &half}},
-		{name: "noacl, noxattrs=0, empty plugins", items: []string{stack + ",noacl,noxattrs=0,plugins="}},
+		{name: "noxattrs=0, empty plugins", items: []string{stack + ",noxattrs=0,plugins="}},
+		{name: "noacl", items: []string{stack + ",noacl"}, compat: branches.Compat{NoACL: true}},
 		{name: "debug", items: []string{stack + ",debug"}, compat: branches.Compat{Debug: true}},
 		{name: "performance options are ignored, each named once", items: []string{stack + ",threaded=1,fast_ino=1,writeback=0"},
 			compat: branches.Compat{Ignored: []string{

@@ -311,6 +311,10 @@ type NewObject struct {
 	Uid, Gid uint32
 	// OpenFlags, for a regular file, opens it: the descriptor is returned.
 	OpenFlags int
+	// Umask is the creating process's umask. It narrows Mode only where
+	// the parent has no default ACL; where it has one, the ACL does
+	// instead (acl.go). Symlinks ignore it.
+	Umask uint32
 }
 
 // Create makes name in dir (SEMANTICS.md: a directory made where a lower
@@ -350,7 +354,11 @@ func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, err
 	fd := -1
 	var made *Entry
 	err = s.withDirIn(dirUp, rw, func(dirFD int, markers whiteout.DirMarkers) error {
-		tmp, f, err := s.buildNew(rw, obj)
+		access, def, err := newObjectACLs(dirFD, &obj)
+		if err != nil {
+			return err
+		}
+		tmp, f, err := s.buildNew(rw, obj, access, def)
 		if err != nil {
 			return err
 		}
@@ -401,8 +409,9 @@ func (s *Stack) newTopEntry(dir *Entry, dirFD int, name string) (*Entry, error) 
 }
 
 // buildNew makes the object under a temp name in the workdir, owned by
-// its creator.
-func (s *Stack) buildNew(rw *rwBranch, obj NewObject) (tmp string, fd int, err error) {
+// its creator, with the ACLs it inherits (newObjectACLs). Its mode is set
+// whole after it is made, so the daemon's own umask plays no part.
+func (s *Stack) buildNew(rw *rwBranch, obj NewObject, access, def []byte) (tmp string, fd int, err error) {
 	work := rw.work()
 	tmp = rw.tempName()
 	fd = -1
@@ -434,6 +443,9 @@ func (s *Stack) buildNew(rw *rwBranch, obj NewObject) (tmp string, fd int, err e
 	if obj.Mode&unix.S_IFMT != unix.S_IFLNK {
 		// After chown, which clears setgid/setuid bits.
 		if err := unix.Fchmodat(work, tmp, perm, 0); err != nil {
+			return fail(err)
+		}
+		if err := setNewACLs(work, tmp, access, def); err != nil {
 			return fail(err)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/sys"
 )
 
 // WorkdirName is strata's directory inside the workdir the user gives. The
@@ -35,11 +37,28 @@ func OpenWorkdir(parent string) (*Workdir, error) {
 		return nil, fmt.Errorf("workdir %s: %w", p, err)
 	}
 	w := &Workdir{path: p, fd: fd}
+	if err := dropACLs(p); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
 	if err := w.clean(); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
 	return w, nil
+}
+
+// dropACLs removes the ACLs the workdir got from its parent's default
+// ACL, or from anyone, as kernel overlay does with its own: what is built
+// here takes its ACLs from its source (copy-up) or from the directory it
+// is made for (branches.Create), never from the workdir.
+func dropACLs(p string) error {
+	for _, attr := range []string{"system.posix_acl_default", "system.posix_acl_access"} {
+		if err := unix.Removexattr(p, attr); err != nil && !sys.IsNoAttr(err) {
+			return fmt.Errorf("workdir %s: removing %s: %w", p, attr, err)
+		}
+	}
+	return nil
 }
 
 // Close releases the descriptor.

@@ -62,6 +62,14 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 		},
 	}
 	mo := &opts.MountOptions
+	if !stack.Options().Compat.NoACL {
+		// POSIX ACLs are the kernel's to enforce, as on the branches
+		// (SEMANTICS.md: Access control): it reads them through GETXATTR.
+		// With them it leaves the umask to us (DONT_MASK), since a default
+		// ACL replaces it (rawfs.go).
+		mo.EnableAcl = true
+		mo.ExtraCapabilities |= fuse.CAP_DONT_MASK
+	}
 	mo.Options = append(mo.Options, "default_permissions")
 	mo.Options = append(mo.Options, stack.Options().Mount...)
 	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
@@ -81,8 +89,14 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 	mo.DirectMountFlags = flags
 	u := &union{stack: stack, owners: newOwners(stack.Options().Compat), noPassthrough: cfg.NoPassthrough, open: map[*Node][]*file{}}
 	node := u.newNode(root, stack.Generation())
-	server, err := fs.Mount(mountpoint, node, opts)
+	// fs.Mount, with the bridge wrapped (rawfs.go).
+	raw := &rawFS{RawFileSystem: fs.NewNodeFS(node, opts), owners: u.owners}
+	server, err := fuse.NewServer(raw, mountpoint, mo)
 	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	return server, nil

@@ -78,13 +78,16 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 
 // Mkdir makes a directory; over a whiteout it is opaque.
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return n.make(ctx, name, newObject(ctx, unix.S_IFDIR|mode&0o7777), out)
+	obj := newObject(ctx, unix.S_IFDIR|mode&0o7777)
+	obj.Umask = callerUmask(ctx)
+	return n.make(ctx, name, obj, out)
 }
 
 // Mknod makes a fifo, socket or device node (devices need root).
 func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	obj := newObject(ctx, mode)
 	obj.Rdev = uint64(dev)
+	obj.Umask = callerUmask(ctx)
 	return n.make(ctx, name, obj, out)
 }
 

@@ -36,6 +36,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	obj := newObject(ctx, unix.S_IFREG|mode&0o7777)
 	obj.OpenFlags = int(flags) & openFlagsKept
+	obj.Umask = callerUmask(ctx)
 	n.u.owners.creator(&obj)
 	gen := n.u.stack.Generation()
 	e, fd, err := n.u.stack.Create(n.current(), name, obj)
