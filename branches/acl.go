@@ -9,7 +9,7 @@ import (
 	"github.com/strata-fs/strata/internal/sys"
 )
 
-// POSIX ACLs (SEMANTICS.md: Access control). The kernel enforces them on
+// POSIX ACLs (docs/CHOICES.md, POSIX ACLs). The kernel enforces them on
 // the mount, reading them through getxattr; setfacl reaches Setxattr, and
 // copy-up copies them with every other xattr. What is left to the union
 // is what a filesystem does when it creates an object: give it the ACLs

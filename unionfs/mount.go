@@ -64,7 +64,7 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 	mo := &opts.MountOptions
 	if !stack.Options().Compat.NoACL {
 		// POSIX ACLs are the kernel's to enforce, as on the branches
-		// (SEMANTICS.md: Access control): it reads them through GETXATTR.
+		// (docs/CHOICES.md, POSIX ACLs): it reads them through GETXATTR.
 		// With them it leaves the umask to us (DONT_MASK), since a default
 		// ACL replaces it (rawfs.go).
 		mo.EnableAcl = true
