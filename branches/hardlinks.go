@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 
@@ -20,29 +21,35 @@ import (
 // then self-describing (kernel overlay, mounting it, sees the same linked
 // files), and no index is needed.
 //
+// A set may span read-only branches: lower branches on one filesystem can
+// hold links of one inode (layer stores that share unchanged files between
+// layers do this). The union numbers objects by (device, inode), so those
+// names already show as one object, and they are one set like any other.
+//
 // Finding a set's other names takes a map of each read-only branch's
 // multi-link inodes, built by one walk of the branch the first time it is
 // needed. Read-only branches never change under the mount, so it stays
-// right.
+// right. The walk of a branch other than the name's own is only made when
+// the names found so far fall short of the inode's link count.
 
 // linkMap lists, for one branch, the paths of every non-directory with
-// more than one link, by inode number.
+// more than one link, by device and inode number.
 type linkMap struct {
 	once  sync.Once
-	paths map[uint64][]string
+	paths map[devIno][]string
 	err   error
 }
 
-func (b *Branch) linkMap() (map[uint64][]string, error) {
+func (b *Branch) linkMap() (map[devIno][]string, error) {
 	b.links.once.Do(func() {
-		b.links.paths = map[uint64][]string{}
+		b.links.paths = map[devIno][]string{}
 		b.links.err = walkLinks(b.fd, ".", b.links.paths)
 	})
 	return b.links.paths, b.links.err
 }
 
 // walkLinks collects multi-link non-directories below rel.
-func walkLinks(rootFD int, rel string, out map[uint64][]string) error {
+func walkLinks(rootFD int, rel string, out map[devIno][]string) error {
 	entries, err := sys.ReadDir(rootFD, rel)
 	if err != nil {
 		return fmt.Errorf("listing %s: %w", rel, err)
@@ -72,7 +79,8 @@ func walkLinks(rootFD int, rel string, out map[uint64][]string) error {
 				return err
 			}
 		} else if st.Nlink > 1 {
-			out[st.Ino] = append(out[st.Ino], p)
+			k := devIno{uint64(st.Dev), st.Ino}
+			out[k] = append(out[k], p)
 		}
 	}
 	return nil
@@ -86,15 +94,36 @@ func isLowerLinkSet(e *Entry) bool {
 
 // linkSet returns the union paths of every name the union shows for e's
 // inode (e's own included), for a name of a lower link set. A name counts
-// when it resolves, in the union, to the same inode in the same branch.
+// when it resolves, in the union, to the same inode (device and number)
+// served by a read-only branch: e's own or another on the same filesystem.
 func (s *Stack) linkSet(e *Entry) ([]string, error) {
-	b := e.Top().Branch
-	m, err := b.linkMap()
-	if err != nil {
-		return nil, err
+	own := e.Top().Branch
+	k := devIno{uint64(e.St.Dev), e.St.Ino}
+	// Branch paths of the inode, e's branch first; the other read-only
+	// branches on its filesystem are walked only while names are missing
+	// (a link may also be outside every branch: then all are walked, once).
+	order := []*Branch{own}
+	for _, b := range s.branches {
+		if b != own && b.Perm != RW && b.dev == k.dev {
+			order = append(order, b)
+		}
+	}
+	var found []string
+	for i, b := range order {
+		if i > 0 && uint64(len(found)) >= uint64(e.St.Nlink) {
+			break // every link is accounted for
+		}
+		m, err := b.linkMap()
+		if err != nil {
+			return nil, err
+		}
+		found = append(found, m[k]...)
 	}
 	var out []string
-	for _, p := range m[e.St.Ino] {
+	for _, p := range found {
+		if slices.Contains(out, p) {
+			continue // the same path in two branches: the union shows one
+		}
 		other, err := s.Resolve(p)
 		if errors.Is(err, ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
 			continue
@@ -102,7 +131,7 @@ func (s *Stack) linkSet(e *Entry) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if other.Top().Branch == b && other.St.Ino == e.St.Ino {
+		if !other.IsDir() && other.Top().Branch.Perm != RW && uint64(other.St.Dev) == k.dev && other.St.Ino == k.ino {
 			out = append(out, other.Path)
 		}
 	}
