@@ -214,7 +214,7 @@ func (s *Stack) Removexattr(e *Entry, attr string) (*Entry, error) {
 // any other open copies up first (SEMANTICS.md, Copy-up).
 func (s *Stack) Open(e *Entry, flags int) (*Entry, int, bool, error) {
 	if flags&unix.O_ACCMODE == unix.O_RDONLY && flags&unix.O_TRUNC == 0 {
-		fd, err := s.OpenLayer(e.Top(), flags)
+		fd, err := s.OpenObject(e, flags)
 		return e, fd, false, err
 	}
 	up, fd, err := s.OpenWrite(e, flags)
@@ -227,8 +227,31 @@ func (s *Stack) OpenWrite(e *Entry, flags int) (*Entry, int, error) {
 	if err != nil {
 		return nil, -1, err
 	}
-	fd, err := s.OpenLayer(up.Top(), flags)
+	fd, err := s.OpenObject(up, flags)
 	return up, fd, err
+}
+
+// OpenObject opens e's serving copy and checks that it is e's object: an
+// entry resolved before an unlink or a rename-over leads by its path to
+// what holds the name now (another file, or a whiteout, which as a
+// character device answers ENXIO). Such an open fails with ENOENT, as an
+// open that lost the race with the unlink would.
+func (s *Stack) OpenObject(e *Entry, flags int) (int, error) {
+	fd, err := s.OpenLayer(e.Top(), flags)
+	var st unix.Stat_t
+	switch {
+	case err == nil:
+		if sys.Fstat(fd, &st) == nil && (st.Dev != e.St.Dev || st.Ino != e.St.Ino) {
+			unix.Close(fd)
+			return -1, fmt.Errorf("%s: the name leads to another object now: %w", e.Path, unix.ENOENT)
+		}
+		return fd, nil
+	case errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENODEV):
+		if s.StatLayer(e.Top(), &st) == nil && (st.Dev != e.St.Dev || st.Ino != e.St.Ino) {
+			return -1, fmt.Errorf("%s: the name leads to another object now: %w", e.Path, unix.ENOENT)
+		}
+	}
+	return -1, err
 }
 
 // Link makes newName in newDir another name of e: both are copied up and

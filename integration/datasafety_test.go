@@ -237,3 +237,34 @@ func TestWriterThenReaderThenWriter(t *testing.T) {
 	assert.Equal(t, want, readAllFD(t, r))
 	s.check(t, "f", want)
 }
+
+// TestHeldDescriptorFollowsItsObjectNotItsName: a reader from before the
+// copy-up sees the copy-up's data even after another file is renamed over
+// the name (kernel overlay prints "written"), never the other file's.
+func TestHeldDescriptorFollowsItsObjectNotItsName(t *testing.T) {
+	s := newSafetyStack(t, map[string]string{"p": "lowerP\n", "x": "otherX\n"}, nil)
+	// Opened and not read, as exec 3< p: nothing of p is in the page cache.
+	r, err := unix.Open(s.path("p"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	defer unix.Close(r)
+	writeFD(t, s.path("p"), unix.O_WRONLY|unix.O_TRUNC, "written\n", -1)
+	require.NoError(t, os.Rename(s.path("x"), s.path("p")))
+	// Drop the page cache, so the read reaches the copy behind r.
+	require.NoError(t, unix.Fadvise(r, 0, 0, unix.FADV_DONTNEED))
+	assert.Equal(t, "written\n", readAllFD(t, r), "the descriptor opened before the copy-up")
+	s.check(t, "p", "otherX\n")
+}
+
+// TestHeldDescriptorFollowsRename: a lower file renamed (so copied up)
+// while a reader holds it, then written under its new name.
+func TestHeldDescriptorFollowsRename(t *testing.T) {
+	s := newSafetyStack(t, map[string]string{"p": "lowerP\n"}, nil)
+	r, err := unix.Open(s.path("p"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	defer unix.Close(r)
+	require.NoError(t, os.Rename(s.path("p"), s.path("q")))
+	writeFD(t, s.path("q"), unix.O_WRONLY|unix.O_APPEND, "more\n", -1)
+	require.NoError(t, unix.Fadvise(r, 0, 0, unix.FADV_DONTNEED))
+	assert.Equal(t, "lowerP\nmore\n", readAllFD(t, r), "the descriptor opened before the rename")
+	s.check(t, "q", "lowerP\nmore\n")
+}

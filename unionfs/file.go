@@ -175,24 +175,33 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 }
 
 // follow moves a file read through the daemon onto the copy the union
-// shows now, when its own copy was left behind by a copy-up. dup3 swaps
+// shows for its node now, when its own copy was left behind by a copy-up
+// (followTo).
+func (f *file) follow() {
+	if f.mode == passthrough {
+		return
+	}
+	f.followTo(f.node.current())
+}
+
+// followTo moves the file onto e's serving copy when the file is open on a
+// copy in a read-only branch and e, the node's object as it is now, is
+// served from another branch (it was copied up). The copy opened must
+// still be e's object (Stack.OpenObject): a descriptor follows its
+// object, never a name that another object has taken since. dup3 swaps
 // the open file behind the descriptor number in one step, so a read in
 // flight finishes on one copy or the other. Passthrough files never
 // follow: they are open on writable copies, which copy-up never replaces.
-func (f *file) follow() {
+func (f *file) followTo(e *branches.Entry) {
 	if f.mode == passthrough {
 		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.branch.Perm == branches.RW {
+	if f.branch.Perm == branches.RW || e.Top().Branch == f.branch || e.St.Mode&unix.S_IFMT != unix.S_IFREG {
 		return
 	}
-	e := f.node.current()
-	if e.Top().Branch == f.branch || e.St.Mode&unix.S_IFMT != unix.S_IFREG {
-		return
-	}
-	fd, err := f.node.u.stack.OpenLayer(e.Top(), f.flags)
+	fd, err := f.node.u.stack.OpenObject(e, f.flags)
 	if err != nil {
 		return // the old copy still holds the data as it was
 	}
@@ -201,6 +210,21 @@ func (f *file) follow() {
 		return
 	}
 	f.branch = e.Top().Branch
+}
+
+// followObject moves the node's files read through the daemon onto e, the
+// node's object as an operation left it, while e's path surely still
+// leads to it: a copy-up by this node's open, setattr or setxattr, or by a
+// rename or link of it. Waiting for the files' next reads instead could
+// find the name taken by another object by then, and the copy-up's data
+// out of reach.
+func (n *Node) followObject(e *branches.Entry) {
+	n.u.openMu.Lock()
+	files := append([]*file(nil), n.u.open[n]...)
+	n.u.openMu.Unlock()
+	for _, f := range files {
+		f.followTo(e)
+	}
 }
 
 // Read reads the copy the union shows.

@@ -121,6 +121,13 @@ func (n *Node) isOrphan() bool {
 	return n.gen&orphanBit != 0
 }
 
+// hasOpenFiles reports whether the kernel holds files of n open.
+func (n *Node) hasOpenFiles() bool {
+	n.u.openMu.Lock()
+	defer n.u.openMu.Unlock()
+	return len(n.u.open[n]) > 0
+}
+
 // released drops f from the mount's list of open files by node (kept
 // beside the nodes, not in them: most nodes have none; openFile adds).
 func (n *Node) released(f *file) {
@@ -149,11 +156,16 @@ func (n *Node) nameGone() {
 }
 
 // set records the entry an operation produced; gen is the stack's
-// Generation read before the operation began.
+// Generation read before the operation began. Open files follow the
+// object if the operation copied it up.
 func (n *Node) set(e *branches.Entry, gen uint64) {
 	n.mu.Lock()
+	moved := n.entry.Top().Branch != e.Top().Branch
 	n.entry, n.gen = e, gen|n.gen&orphanBit // an orphan stays one
 	n.mu.Unlock()
+	if moved {
+		n.followObject(e)
+	}
 }
 
 // child makes (or finds) the inode for an entry resolved at generation gen

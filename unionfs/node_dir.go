@@ -119,6 +119,7 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err != nil {
 		return nil, toErrno(err)
 	}
+	t.followObject(e) // the link copied the target up
 	return n.child(ctx, e, gen, out)
 }
 
@@ -159,5 +160,40 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if flags&^(branches.RenameNoReplace|branches.RenameExchange) != 0 {
 		return syscall.EINVAL
 	}
-	return toErrno(n.u.stack.Rename(n.current(), name, np.current(), newName, flags))
+	moved, over := n.openChild(name), np.openChild(newName)
+	if err := n.u.stack.Rename(n.current(), name, np.current(), newName, flags); err != nil {
+		return toErrno(err)
+	}
+	// A rename copies a lower object up: its open files follow it to the
+	// name it has now, before anything else can take that name.
+	if moved != nil {
+		moved.followName(np, newName)
+	}
+	if over != nil && flags&branches.RenameExchange != 0 {
+		over.followName(n, name)
+	}
+	return 0
+}
+
+// openChild is the node of name in n when it has open files (nil
+// otherwise): the node whose files may have to follow a rename.
+func (n *Node) openChild(name string) *Node {
+	ch := n.GetChild(name)
+	if ch == nil {
+		return nil
+	}
+	c, ok := ch.Operations().(*Node)
+	if !ok || !c.hasOpenFiles() {
+		return nil
+	}
+	return c
+}
+
+// followName moves n's open files onto the object name in dir shows,
+// when that is n's object.
+func (n *Node) followName(dir *Node, name string) {
+	e, err := n.u.stack.Lookup(dir.current(), name)
+	if err == nil && e.Ino == n.StableAttr().Ino {
+		n.followObject(e)
+	}
 }
