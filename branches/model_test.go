@@ -189,9 +189,6 @@ func hasChildren(m map[string]mobj, p string) bool {
 	return false
 }
 
-// knownBadSeeds are sequences that hit a known bug; drop them once fixed.
-var knownBadSeeds = map[string]string{}
-
 func TestWriteRandomSequences(t *testing.T) {
 	seeds := 24
 	steps := 40
@@ -205,19 +202,10 @@ func TestWriteRandomSequences(t *testing.T) {
 		for seed := range seeds {
 			name := fmt.Sprintf("%s/seed%d", wd.name, seed)
 			t.Run(name, func(t *testing.T) {
-				if why, ok := knownBadSeeds[name]; ok {
-					t.Skip("known bug: " + why)
-				}
 				t.Parallel()
 				r := rand.New(rand.NewPCG(uint64(seed), 42))
 				pick := func() dialect { return readDialects[r.IntN(len(readDialects))] }
 				du, d0, d1 := pick(), pick(), pick()
-				if wd.format == whiteout.Overlay && (du.wh == "x:" || du.wh == "tx:") {
-					// Known bug (TestRenameDirOverXattrWhiteout): a directory
-					// renamed onto an xattr whiteout in the upper leaves it
-					// at the old name, where it shows. Drop this once fixed.
-					du = fewReadDialects[r.IntN(len(fewReadDialects))]
-				}
 				for _, d := range []dialect{du, d0, d1} {
 					d.skipUnlessAble(t)
 				}
