@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -632,6 +634,82 @@ func TestRenameDirUnderOpaqueLowerParent(t *testing.T) {
 						t.Errorf("%s: Ino %d, was %d", dst, now, ino)
 					}
 				})
+			}
+		}
+	}
+}
+
+// fsImmutableFL is FS_IMMUTABLE_FL (linux/fs.h), which x/sys/unix lacks.
+const fsImmutableFL = 0x10
+
+// makeImmutable sets the immutable flag on dir, so that even root cannot
+// add or remove names in it, and clears it when the test ends. It skips
+// (or fails under CI=true) where the filesystem has no such flag.
+func makeImmutable(t *testing.T, dir string) {
+	t.Helper()
+	needRoot(t, "setting the immutable flag")
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	must(t, err)
+	defer unix.Close(fd)
+	flags, err := unix.IoctlGetInt(fd, unix.FS_IOC_GETFLAGS)
+	if err == nil {
+		err = unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, flags|fsImmutableFL)
+	}
+	if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EOPNOTSUPP) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s: no immutable flag here (%v), and CI=true forbids skipping", dir, err)
+		}
+		t.Skipf("%s: no immutable flag on this filesystem: %v", dir, err)
+	}
+	must(t, err)
+	t.Cleanup(func() {
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, flags); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// TestRenameRefusedByUpper: when the upper refuses a step of a rename
+// (here: the old or the new parent is immutable), the refused Rename
+// leaves the union as it was. The source is a directory with lower
+// content, merged or lower only, whose old name must keep showing its
+// lower entries (an aufs .wh. written for it must go again); the new name
+// is absent or whited out.
+func TestRenameRefusedByUpper(t *testing.T) {
+	for _, wd := range writeDialects {
+		for _, rd := range readDialects {
+			for _, dst := range []string{"absent", "whiteout"} {
+				for _, frozen := range []string{"a", "b"} {
+					t.Run(fmt.Sprintf("%s/%s/%s/frozen=%s", wd.name, rd.name, dst, frozen), func(t *testing.T) {
+						rd.skipUnlessAble(t)
+						upper := []string{"a/", "b/u=1"}
+						lower := []string{"b/src/f=1", "b/src/sub/g=2"}
+						if frozen == "b" {
+							// The source must be in the upper already: a
+							// copy-up into a frozen b fails first.
+							upper = append(upper, "b/src/")
+						}
+						switch dst {
+						case "whiteout":
+							upper = append(upper, rd.expand([]string{"WH:a/dst"})...)
+							lower = append(lower, "a/dst/old=1")
+						}
+						w := newWStack(t, wd, upper, lower)
+						before := w.union(t)
+						makeImmutable(t, filepath.Join(w.upper, frozen))
+						err := w.s.Rename(w.resolve(t, "b"), "src", w.resolve(t, "a"), "dst", 0)
+						if !errors.Is(err, unix.EPERM) {
+							t.Errorf("Rename with %s immutable in the upper = %v, want EPERM", frozen, err)
+						}
+						diffMaps(t, "union", before, w.union(t))
+					})
+				}
 			}
 		}
 	}
