@@ -111,14 +111,26 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 					return err
 				}
 			}
+			aside := ""
 			if exists && dst.IsDir() && dst.Top().Branch == upper.Branch {
 				// rename(2) replaces only an empty directory: the upper
-				// copy of an empty merged directory may hold markers.
-				if err := s.discard(upper, newFD, newName, true); err != nil {
+				// copy of an empty merged directory may hold markers. It
+				// waits in the workdir until the move is done.
+				aside = upper.tempName()
+				if err := unix.Renameat(newFD, newName, upper.work(), aside); err != nil {
 					return err
 				}
 			}
-			return s.moveInUpper(oldFD, oldName, newMarkers, newFD, newName, src.IsDir(), leaveWhiteout)
+			err := s.moveInUpper(oldFD, oldName, newMarkers, newFD, newName, src.IsDir(), leaveWhiteout)
+			if aside == "" {
+				return err
+			}
+			if err != nil && unix.Renameat2(upper.work(), aside, newFD, newName, unix.RENAME_NOREPLACE) == nil {
+				return err // refused: the destination is back as it was
+			}
+			// Replaced. What removeAll leaves, the next Open clears.
+			removeAll(upper.work(), aside)
+			return err
 		})
 	})
 	if t := s.tracer.Load(); t != nil && err == nil {

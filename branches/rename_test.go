@@ -680,11 +680,12 @@ func makeImmutable(t *testing.T, dir string) {
 // leaves the union as it was. The source is a directory with lower
 // content, merged or lower only, whose old name must keep showing its
 // lower entries (an aufs .wh. written for it must go again); the new name
-// is absent or whited out.
+// is absent, whited out, or an empty merged directory whose upper copy
+// (holding a whiteout) must not go before the move is sure.
 func TestRenameRefusedByUpper(t *testing.T) {
 	for _, wd := range writeDialects {
 		for _, rd := range readDialects {
-			for _, dst := range []string{"absent", "whiteout"} {
+			for _, dst := range []string{"absent", "whiteout", "merged dir"} {
 				for _, frozen := range []string{"a", "b"} {
 					t.Run(fmt.Sprintf("%s/%s/%s/frozen=%s", wd.name, rd.name, dst, frozen), func(t *testing.T) {
 						rd.skipUnlessAble(t)
@@ -699,6 +700,9 @@ func TestRenameRefusedByUpper(t *testing.T) {
 						case "whiteout":
 							upper = append(upper, rd.expand([]string{"WH:a/dst"})...)
 							lower = append(lower, "a/dst/old=1")
+						case "merged dir":
+							upper = append(upper, rd.expand([]string{"WH:a/dst/old"})...)
+							lower = append(lower, "a/dst/old=1")
 						}
 						w := newWStack(t, wd, upper, lower)
 						before := w.union(t)
@@ -708,6 +712,7 @@ func TestRenameRefusedByUpper(t *testing.T) {
 							t.Errorf("Rename with %s immutable in the upper = %v, want EPERM", frozen, err)
 						}
 						diffMaps(t, "union", before, w.union(t))
+						w.check(t)
 					})
 				}
 			}
