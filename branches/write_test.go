@@ -1012,8 +1012,7 @@ func TestWriteSetattrRoot(t *testing.T) {
 				t.Errorf("upper root mode %o, want %o", st.Mode&0o7777, mode)
 			}
 			if m := w.resolve(t, ".").St.Mode & 0o7777; m != mode {
-				t.Skipf("known bug: Resolve(\".\") serves the root's attributes as stat'ed at Open "+
-					"(resolve.go caches s.root): mode %o after chmod to %o", m, mode)
+				t.Errorf("Resolve(\".\") mode %o after chmod to %o", m, mode)
 			}
 		})
 	}
