@@ -1014,6 +1014,9 @@ func TestWriteSetattrRoot(t *testing.T) {
 			if m := w.resolve(t, ".").St.Mode & 0o7777; m != mode {
 				t.Errorf("Resolve(\".\") mode %o after chmod to %o", m, mode)
 			}
+			if fi, err := fs.Stat(w.s.FS(), "."); err != nil || uint32(fi.Mode().Perm()) != mode&0o777 {
+				t.Errorf("fs.Stat(\".\") = %v, %v after chmod to %o", fi.Mode(), err, mode)
+			}
 		})
 	}
 }
