@@ -719,3 +719,58 @@ func TestRenameRefusedByUpper(t *testing.T) {
 		}
 	}
 }
+
+// TestRenameDirBackUnderMovedParent moves a renamed directory back to its
+// original path, under a parent whose lower copies are no longer at that
+// path (the parent was replaced by a new, opaque directory, or by another
+// directory through RENAME_EXCHANGE). Its redirect then names its own
+// path, and must still be followed: kernel overlay looks an absolute
+// redirect up from the root of every lower layer, whatever the parent's
+// own lower copies are.
+func TestRenameDirBackUnderMovedParent(t *testing.T) {
+	for _, wd := range writeDialects {
+		for _, how := range []string{"new parent", "exchanged parent"} {
+			t.Run(wd.name+"/"+how, func(t *testing.T) {
+				w := newWStack(t, wd, nil, []string{"a/a/f=1", "a/a/sub/g=2", "b/b/a=lowerfile"})
+				sub := w.resolve(t, "a/a")
+				if err := w.s.Rename(w.resolve(t, "a"), "a", w.resolve(t, "."), "t", 0); err != nil {
+					t.Fatal(err)
+				}
+				switch how {
+				case "new parent":
+					// a is empty now: remove it and make a new one.
+					if err := w.s.Remove(w.resolve(t, "."), "a", true); err != nil {
+						t.Fatal(err)
+					}
+					if _, _, err := w.s.Create(w.resolve(t, "."), "a", branches.NewObject{Mode: unix.S_IFDIR | 0o755}); err != nil {
+						t.Fatal(err)
+					}
+				case "exchanged parent":
+					// a takes b/b's place and b/b (with its lower file a)
+					// comes to a; the file makes way for the directory.
+					if err := w.s.Rename(w.resolve(t, "."), "a", w.resolve(t, "b"), "b", branches.RenameExchange); err != nil {
+						t.Fatal(err)
+					}
+					if err := w.s.Remove(w.resolve(t, "a"), "a", false); err != nil {
+						t.Fatal(err)
+					}
+				}
+				before := w.union(t)
+				if err := w.s.Rename(w.resolve(t, "."), "t", w.resolve(t, "a"), "a", 0); err != nil {
+					t.Fatal(err)
+				}
+				defer w.check(t)
+				want := rekey(before, "t", "a/a")
+				if want["a/a/f"] == "" {
+					t.Fatalf("test setup: t/f was not visible before the rename back: %v", before)
+				}
+				diffMaps(t, "union", want, w.union(t))
+				if e := w.resolve(t, "a/a"); e.Ino != sub.Ino {
+					t.Errorf("a/a: Ino %d, was %d", e.Ino, sub.Ino)
+				}
+				w.reopen(t)
+				diffMaps(t, "union after re-Open", want, w.union(t))
+			})
+		}
+	}
+}
