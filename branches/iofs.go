@@ -36,10 +36,11 @@ func (u unionFS) resolve(op, name string, follow bool) (*Entry, error) {
 	if !fs.ValidPath(name) {
 		return nil, &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
 	}
-	e, err := u.s.Root()
+	root, err := u.s.Root()
 	if err != nil {
 		return nil, &fs.PathError{Op: op, Path: name, Err: err}
 	}
+	e := root
 	todo := splitPath(name)
 	links := 0
 	for len(todo) > 0 {
@@ -77,6 +78,12 @@ func (u unionFS) resolve(op, name string, follow bool) (*Entry, error) {
 			continue // e stays the directory holding the link
 		}
 		e = child
+	}
+	if e == root {
+		// The cached root's layers are fixed; its attributes are not.
+		if e, err = u.s.refresh(e); err != nil {
+			return nil, &fs.PathError{Op: op, Path: name, Err: err}
+		}
 	}
 	return e, nil
 }

@@ -22,7 +22,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
-	"github.com/strata-fs/strata/whiteout"
 )
 
 // mobj is one object of the model.
@@ -189,9 +188,6 @@ func hasChildren(m map[string]mobj, p string) bool {
 	return false
 }
 
-// knownBadSeeds are sequences that hit a known bug; drop them once fixed.
-var knownBadSeeds = map[string]string{}
-
 func TestWriteRandomSequences(t *testing.T) {
 	seeds := 24
 	steps := 40
@@ -205,19 +201,10 @@ func TestWriteRandomSequences(t *testing.T) {
 		for seed := range seeds {
 			name := fmt.Sprintf("%s/seed%d", wd.name, seed)
 			t.Run(name, func(t *testing.T) {
-				if why, ok := knownBadSeeds[name]; ok {
-					t.Skip("known bug: " + why)
-				}
 				t.Parallel()
 				r := rand.New(rand.NewPCG(uint64(seed), 42))
 				pick := func() dialect { return readDialects[r.IntN(len(readDialects))] }
 				du, d0, d1 := pick(), pick(), pick()
-				if wd.format == whiteout.Overlay && (du.wh == "x:" || du.wh == "tx:") {
-					// Known bug (TestRenameDirOverXattrWhiteout): a directory
-					// renamed onto an xattr whiteout in the upper leaves it
-					// at the old name, where it shows. Drop this once fixed.
-					du = fewReadDialects[r.IntN(len(fewReadDialects))]
-				}
 				for _, d := range []dialect{du, d0, d1} {
 					d.skipUnlessAble(t)
 				}
@@ -427,11 +414,6 @@ func TestRenameDirIntoItself(t *testing.T) {
 				err = w.s.Rename(w.resolve(t, "."), "a", w.resolve(t, "a"), "moved", 0)
 				if !errors.Is(err, unix.EINVAL) {
 					t.Errorf("Rename(a -> a/moved) = %v, want EINVAL", err)
-				}
-				if got := w.union(t); !maps.Equal(before, got) && wd.format == whiteout.Aufs && where != "upper" {
-					t.Skipf("known bug: a refused rename of a directory with lower content leaves .wh.a "+
-						"beside the upper copy in aufs format, hiding its lower entries (rename.go moveInUpper "+
-						"writes the aufs whiteout before the rename that fails); union now %v", got)
 				}
 				diffMaps(t, "union", before, w.union(t))
 				w.check(t)

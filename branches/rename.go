@@ -111,14 +111,26 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 					return err
 				}
 			}
+			aside := ""
 			if exists && dst.IsDir() && dst.Top().Branch == upper.Branch {
 				// rename(2) replaces only an empty directory: the upper
-				// copy of an empty merged directory may hold markers.
-				if err := s.discard(upper, newFD, newName, true); err != nil {
+				// copy of an empty merged directory may hold markers. It
+				// waits in the workdir until the move is done.
+				aside = upper.tempName()
+				if err := unix.Renameat(newFD, newName, upper.work(), aside); err != nil {
 					return err
 				}
 			}
-			return s.moveInUpper(oldFD, oldName, newMarkers, newFD, newName, src.IsDir(), leaveWhiteout)
+			err := s.moveInUpper(oldFD, oldName, newMarkers, newFD, newName, src.IsDir(), leaveWhiteout)
+			if aside == "" {
+				return err
+			}
+			if err != nil && unix.Renameat2(upper.work(), aside, newFD, newName, unix.RENAME_NOREPLACE) == nil {
+				return err // refused: the destination is back as it was
+			}
+			// Replaced. What removeAll leaves, the next Open clears.
+			removeAll(upper.work(), aside)
+			return err
 		})
 	})
 	if t := s.tracer.Load(); t != nil && err == nil {
@@ -159,7 +171,8 @@ func (s *Stack) prepareMove(e *Entry) (redirected bool, err error) {
 }
 
 // moveInUpper renames within the upper branch, replacing a whiteout at
-// the new name and leaving one at the old name when asked.
+// the new name and leaving one at the old name when asked. When the
+// rename itself is refused, the upper is left as it was.
 func (s *Stack) moveInUpper(oldFD int, oldName string, newMarkers whiteout.DirMarkers, newFD int, newName string, isDir, leaveWhiteout bool) error {
 	l, err := whiteout.LookupName(newFD, newName, newMarkers)
 	if err != nil {
@@ -173,60 +186,68 @@ func (s *Stack) moveInUpper(oldFD int, oldName string, newMarkers whiteout.DirMa
 			return err
 		}
 	}
-	switch {
-	case l.Hides == whiteout.OverlayChar || l.Hides == whiteout.OverlayXattr:
-		if !l.Present && isDir {
-			// A directory cannot replace the whiteout: swap them; the
-			// whiteout lands at the old name, which is what that name
-			// needs when a lower copy shows there.
-			if err := unix.Renameat2(oldFD, oldName, newFD, newName, unix.RENAME_EXCHANGE); err != nil {
-				return err
-			}
-			// An xattr whiteout is one only in an opaque=x directory,
-			// which the old one need not be: replace it there.
-			if l.Hides == whiteout.OverlayXattr || !leaveWhiteout || aufs {
-				if err := unix.Unlinkat(oldFD, oldName, 0); err != nil {
-					return err
-				}
-			}
-			if l.Hides == whiteout.OverlayXattr && leaveWhiteout && !aufs {
-				_, err := s.writeWhiteout(oldFD, oldName)
-				return err
-			}
-			return nil
-		}
-		err = s.renameLeaving(oldFD, oldName, newFD, newName, leaveWhiteout && !aufs)
-	default:
-		err = s.renameLeaving(oldFD, oldName, newFD, newName, leaveWhiteout && !aufs)
-		if err != nil && leaveWhiteout && aufs {
-			// The rename failed: the object stays, so must its lower copies.
-			unix.Unlinkat(oldFD, whiteout.AufsName(oldName), 0)
-		}
-		if err == nil && l.Hides == whiteout.AufsFile {
-			// The moved object hides the lower copies by itself (a
-			// non-directory, or a directory made opaque above).
-			err = unix.Unlinkat(newFD, whiteout.AufsName(newName), 0)
-		}
+	moved, err := s.moveOver(oldFD, oldName, l, newFD, newName, isDir, leaveWhiteout && !aufs)
+	if !moved && leaveWhiteout && aufs {
+		// Refused: the object stays, so must its lower copies.
+		unix.Unlinkat(oldFD, whiteout.AufsName(oldName), 0)
 	}
 	return err
 }
 
+// moveOver is moveInUpper's rename, over l, what the new name holds;
+// whiteoutOld asks for an overlay whiteout at the old name. moved says
+// whether the object left the old name (a later step may still fail).
+func (s *Stack) moveOver(oldFD int, oldName string, l whiteout.Lookup, newFD int, newName string, isDir, whiteoutOld bool) (moved bool, err error) {
+	overlayWh := l.Hides == whiteout.OverlayChar || l.Hides == whiteout.OverlayXattr
+	if overlayWh && !l.Present && isDir {
+		// A directory cannot replace the whiteout: swap them; the
+		// whiteout lands at the old name, which is what that name
+		// needs when a lower copy shows there.
+		if err := unix.Renameat2(oldFD, oldName, newFD, newName, unix.RENAME_EXCHANGE); err != nil {
+			return false, err
+		}
+		// An xattr whiteout is one only in an opaque=x directory,
+		// which the old one need not be: replace it there.
+		if l.Hides == whiteout.OverlayXattr || !whiteoutOld {
+			if err := unix.Unlinkat(oldFD, oldName, 0); err != nil {
+				return true, err
+			}
+		}
+		if l.Hides == whiteout.OverlayXattr && whiteoutOld {
+			_, err := s.writeWhiteout(oldFD, oldName)
+			return true, err
+		}
+		return true, nil
+	}
+	if moved, err := s.renameLeaving(oldFD, oldName, newFD, newName, whiteoutOld); err != nil {
+		return moved, err
+	}
+	if l.Hides == whiteout.AufsFile {
+		// The moved object hides the lower copies by itself (a
+		// non-directory, or a directory made opaque above).
+		return true, unix.Unlinkat(newFD, whiteout.AufsName(newName), 0)
+	}
+	return true, nil
+}
+
 // renameLeaving renames, leaving an overlay whiteout at the old name in
 // the same step when asked (RENAME_WHITEOUT), or right after where the
-// kernel refuses that flag.
-func (s *Stack) renameLeaving(oldFD int, oldName string, newFD int, newName string, whiteoutOld bool) error {
+// kernel refuses that flag. moved says whether the object left the old
+// name.
+func (s *Stack) renameLeaving(oldFD int, oldName string, newFD int, newName string, whiteoutOld bool) (moved bool, err error) {
 	if !whiteoutOld {
-		return unix.Renameat(oldFD, oldName, newFD, newName)
+		err := unix.Renameat(oldFD, oldName, newFD, newName)
+		return err == nil, err
 	}
-	err := unix.Renameat2(oldFD, oldName, newFD, newName, unix.RENAME_WHITEOUT)
+	err = unix.Renameat2(oldFD, oldName, newFD, newName, unix.RENAME_WHITEOUT)
 	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EPERM) {
-		return err
+		return err == nil, err
 	}
 	if err := unix.Renameat(oldFD, oldName, newFD, newName); err != nil {
-		return err
+		return false, err
 	}
 	_, err = s.writeWhiteout(oldFD, oldName)
-	return err
+	return true, err
 }
 
 // exchange swaps two names, both copied up; each keeps showing, so no

@@ -284,9 +284,11 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation, fds *dirFDs)
 			fds.release(b, dfd)
 			return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
 		}
-		if isDir && stopped == nil && childMarkers.Redirect != "" && childMarkers.Redirect != rel {
+		if isDir && stopped == nil && childMarkers.Redirect != "" && !cands.allAt(i+1, childMarkers.Redirect) {
 			// A renamed directory: its lower copies are at the redirect
-			// path in every branch below this one (kernel redirect_dir).
+			// path in every branch below this one (kernel redirect_dir),
+			// even when that is its own path: its parent's lower copies
+			// may be elsewhere, or none.
 			cands.truncate(i + 1)
 			cands.extra = append(cands.extra, s.redirectCandidates(b, childMarkers.Redirect)...)
 		}
@@ -427,6 +429,22 @@ func (cs *candidates) at(i int) candidate {
 		return candidate{branch: l.Branch, parent: l.Path, name: cs.name, markers: &l.Markers}
 	}
 	return cs.extra[i-cs.split]
+}
+
+// allAt reports whether there are candidates from the i-th on and all of
+// them are at p: a redirect to p would then look where the lookup goes
+// anyway, and need not be followed.
+func (cs *candidates) allAt(i int, p string) bool {
+	if i >= cs.len() {
+		return false
+	}
+	for ; i < cs.len(); i++ {
+		c := cs.at(i)
+		if path.Join(c.parent, c.name) != p {
+			return false
+		}
+	}
+	return true
 }
 
 // truncate keeps the first n candidates.
