@@ -10,7 +10,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Go's standard install location, for shells that do not have it on PATH.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build test lint deps unit integration demo bench bench-quick bench-deps bench-build bench-lib install clean
+.PHONY: all build test lint deps unit integration stress demo bench bench-quick bench-deps bench-build bench-lib install clean
 
 all: build
 
@@ -34,6 +34,11 @@ unit:
 
 integration: deps
 	$(GO) test -race -count=1 -timeout 30m -v ./integration/
+
+# Only TestStress, for STRESS_DURATION (default 10m; STRESS_SEED= repeats a run); -timeout is 2x that + 10m (Go sums 10m10m10m).
+STRESS_DURATION ?= 10m
+stress: deps
+	STRESS_DURATION=$(STRESS_DURATION) STRESS_SEED=$(STRESS_SEED) $(GO) test -count=1 -timeout $(STRESS_DURATION)$(STRESS_DURATION)10m -run '^TestStress$$' -v ./integration/
 
 demo: build
 	./$(BIN) demo

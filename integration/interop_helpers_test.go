@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
@@ -119,8 +118,42 @@ func assertBranchesUnchanged(t testing.TB, before []branchState) {
 			t.Logf("branch %s unchanged (sha256 %.16s, %d objects)", b.Root, b.Sum, len(b.Lines))
 			continue
 		}
-		assert.Equal(t, b.Lines, after.Lines, "branch %s changed (sha256 %.16s -> %.16s)", b.Root, b.Sum, after.Sum)
+		gone, added := lineChanges(b.Lines, after.Lines)
+		t.Errorf("branch %s changed (sha256 %.16s -> %.16s): %d objects as they were, %d as they are now:\n  was: %s\n  now: %s",
+			b.Root, b.Sum, after.Sum, len(gone), len(added), capLines(gone, 20, "\n  was: "), capLines(added, 20, "\n  now: "))
 	}
+}
+
+// lineChanges lists the lines only in before and those only in after, in
+// their order: a changed branch shows its changed objects, not all of them.
+func lineChanges(before, after []string) (gone, added []string) {
+	in := func(lines []string) map[string]bool {
+		m := make(map[string]bool, len(lines))
+		for _, l := range lines {
+			m[l] = true
+		}
+		return m
+	}
+	inBefore, inAfter := in(before), in(after)
+	for _, l := range before {
+		if !inAfter[l] {
+			gone = append(gone, l)
+		}
+	}
+	for _, l := range after {
+		if !inBefore[l] {
+			added = append(added, l)
+		}
+	}
+	return gone, added
+}
+
+// capLines joins the first n lines with sep and says how many it left out.
+func capLines(lines []string, n int, sep string) string {
+	if len(lines) <= n {
+		return strings.Join(lines, sep)
+	}
+	return strings.Join(lines[:n], sep) + fmt.Sprintf("%s(%d more)", sep, len(lines)-n)
 }
 
 // allXattrs lists every attribute of p (not following a symlink) as

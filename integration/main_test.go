@@ -17,6 +17,10 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	// A TestStress worker: this binary run again by the test, with a job.
+	if job := os.Getenv(stressJobEnv); job != "" {
+		return runStressWorker(job)
+	}
 	dir, err := os.MkdirTemp("", "strata-integration-bin-")
 	if err == nil {
 		defer os.RemoveAll(dir)
