@@ -35,10 +35,13 @@ unit:
 integration: deps
 	$(GO) test -race -count=1 -timeout 30m -v ./integration/
 
-# Only TestStress, for STRESS_DURATION (default 10m; STRESS_SEED= repeats a run); -timeout is 2x that + 10m (Go sums 10m10m10m).
+# Only TestStress on a passthrough mount (STRESS_MODE=no-passthrough for
+# the other), for STRESS_DURATION (default 10m; STRESS_SEED= repeats a
+# run); -timeout is 2x that + 10m (Go sums 10m10m10m).
 STRESS_DURATION ?= 10m
+STRESS_MODE ?= passthrough
 stress: deps
-	STRESS_DURATION=$(STRESS_DURATION) STRESS_SEED=$(STRESS_SEED) $(GO) test -count=1 -timeout $(STRESS_DURATION)$(STRESS_DURATION)10m -run '^TestStress$$' -v ./integration/
+	STRESS_DURATION=$(STRESS_DURATION) STRESS_MODE=$(STRESS_MODE) STRESS_SEED=$(STRESS_SEED) $(GO) test -count=1 -timeout $(STRESS_DURATION)$(STRESS_DURATION)10m -run '^TestStress$$' -v ./integration/
 
 demo: build
 	./$(BIN) demo

@@ -38,25 +38,36 @@ import (
 // It runs twice: with strata's default options (FUSE passthrough on) and
 // with --passthrough=false.
 //
-// STRESS_DURATION (a Go duration, default 12s) is the whole test's time of
-// stress, split evenly between the two mounts; STRESS_SEED repeats a run's
-// operation sequences (the interleaving is the scheduler's); STRESS_WORKERS
-// sets the number of worker processes (default 3).
+// STRESS_DURATION (a Go duration, default 6s) is the time of stress on
+// each mount; STRESS_MODE=passthrough or no-passthrough runs one mount
+// alone (make stress: passthrough); STRESS_SEED repeats a run's operation
+// sequences (the interleaving is the scheduler's); STRESS_WORKERS sets the
+// number of worker processes (default 3).
 func TestStress(t *testing.T) {
 	requireMountable(t)
 	cfg := stressConfigFromEnv(t)
-	// Both mounts' stress, their kernel replays (no longer than the
-	// stress) and a minute of setup and checks.
-	if deadline, ok := t.Deadline(); ok && time.Until(deadline) < 4*cfg.Duration+time.Minute {
-		t.Fatalf("STRESS_DURATION=%v needs a go test -timeout of at least %v", 2*cfg.Duration, 4*cfg.Duration+time.Minute)
-	}
-	for _, mode := range []struct {
+	modes := []struct {
 		name  string
 		flags []string
 	}{
 		{"passthrough", nil},
 		{"no-passthrough", []string{"--passthrough=false"}},
-	} {
+	}
+	if only := os.Getenv("STRESS_MODE"); only != "" {
+		i := 0
+		for i < len(modes) && modes[i].name != only {
+			i++
+		}
+		require.Less(t, i, len(modes), "STRESS_MODE=%s: passthrough or no-passthrough", only)
+		modes = modes[i : i+1]
+	}
+	// Each mount's stress, its kernel replay (no longer than the stress)
+	// and a minute of setup and checks.
+	need := time.Duration(len(modes))*2*cfg.Duration + time.Minute
+	if deadline, ok := t.Deadline(); ok && time.Until(deadline) < need {
+		t.Fatalf("STRESS_DURATION=%v needs a go test -timeout of at least %v", cfg.Duration, need)
+	}
+	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) { runStress(t, cfg, mode.name, mode.flags) })
 	}
 }
@@ -68,7 +79,7 @@ type stressConfig struct {
 }
 
 func stressConfigFromEnv(t *testing.T) stressConfig {
-	cfg := stressConfig{Seed: time.Now().UnixNano() % 1_000_000_000, Duration: 12 * time.Second}
+	cfg := stressConfig{Seed: time.Now().UnixNano() % 1_000_000_000, Duration: 6 * time.Second}
 	if s := os.Getenv("STRESS_SEED"); s != "" {
 		seed, err := strconv.ParseInt(s, 10, 64)
 		require.NoError(t, err, "STRESS_SEED")
@@ -79,7 +90,6 @@ func stressConfigFromEnv(t *testing.T) stressConfig {
 		require.NoError(t, err, "STRESS_DURATION (a Go duration: 30s, 10m)")
 		cfg.Duration = d
 	}
-	cfg.Duration /= 2
 	workers := 3
 	if s := os.Getenv("STRESS_WORKERS"); s != "" {
 		n, err := strconv.Atoi(s)
