@@ -270,8 +270,9 @@ func fsPerm(m fs.FileMode) uint32 {
 	return p
 }
 
-// diffFSNodes lists the differences between want and got, sorted by path.
-func diffFSNodes(want, got map[string]fsNode) []string {
+// diffStates lists the differences between two maps of per-path states
+// (a walked tree, a model's files), sorted by path.
+func diffStates[V comparable](want, got map[string]V) []string {
 	paths := map[string]bool{}
 	for p := range want {
 		paths[p] = true

@@ -284,7 +284,7 @@ func checkStressTree(t *testing.T, what, root string, cfg stressConfig, ops []in
 		}
 		want := stressExpected(cfg.Shape, cfg.Seed, w, ops[w])
 		got := stressDirState(t, filepath.Join(root, fmt.Sprintf("w%d", w)))
-		if diff := diffStressStates(want, got); len(diff) > 0 {
+		if diff := diffStates(want, got); len(diff) > 0 {
 			t.Errorf("%s: w%d after %d operations differs from the model in %d names:\n  %s",
 				what, w, ops[w], len(diff), capLines(diff, 20, "\n  "))
 		}
@@ -327,35 +327,6 @@ func stressDirState(t *testing.T, dir string) map[string]stressFileState {
 		s := out[name]
 		s.Links = strings.Join(names, ",")
 		out[name] = s
-	}
-	return out
-}
-
-func diffStressStates(want, got map[string]stressFileState) []string {
-	names := map[string]bool{}
-	for n := range want {
-		names[n] = true
-	}
-	for n := range got {
-		names[n] = true
-	}
-	sorted := make([]string, 0, len(names))
-	for n := range names {
-		sorted = append(sorted, n)
-	}
-	sort.Strings(sorted)
-	var out []string
-	for _, n := range sorted {
-		w, inWant := want[n]
-		g, inGot := got[n]
-		switch {
-		case !inGot:
-			out = append(out, fmt.Sprintf("%s: missing (want %v)", n, w))
-		case !inWant:
-			out = append(out, fmt.Sprintf("%s: unexpected (got %v)", n, g))
-		case w != g:
-			out = append(out, fmt.Sprintf("%s: got %v, want %v", n, g, w))
-		}
 	}
 	return out
 }
