@@ -9,7 +9,8 @@ import (
 	"github.com/strata-fs/strata/internal/sys"
 )
 
-// dirFDCache keeps O_PATH descriptors of recently used branch directories,
+// dirFDCache keeps O_PATH descriptors of recently used branch directories
+// for the whole stack (one listing's lookups use listingDirs instead),
 // so that a stream of operations in one directory (an untar, a create and
 // unlink loop, the lookups of a listing) does not resolve the directory's
 // path beneath the branch root for every one of them (openat2 walks every
@@ -123,17 +124,17 @@ func (c *dirFDCache) closeAll() {
 // openDir opens rel beneath the branch root as an O_PATH directory
 // descriptor, from the stack's cache; hand it back with closeDir.
 func (b *Branch) openDir(rel string) (int, error) {
-	if b.dirFDs == nil {
+	if b.dirCache == nil {
 		return sys.OpenDirBeneath(b.fd, rel)
 	}
-	return b.dirFDs.open(b, rel)
+	return b.dirCache.open(b, rel)
 }
 
 // closeDir hands back a descriptor from openDir.
 func (b *Branch) closeDir(fd int) {
-	if b.dirFDs == nil {
+	if b.dirCache == nil {
 		unix.Close(fd)
 		return
 	}
-	b.dirFDs.close(fd)
+	b.dirCache.close(fd)
 }

@@ -63,7 +63,7 @@ func (s *Stack) ReadDir(dir *Entry) ([]*Entry, error) {
 		return nil, err
 	}
 	out := make([]*Entry, 0, len(names))
-	fds := newDirFDs()
+	fds := newListingDirs()
 	defer fds.close()
 	for _, n := range names {
 		var e *Entry

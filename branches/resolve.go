@@ -202,7 +202,7 @@ func (s *Stack) Explain(dir *Entry, name string) (*Entry, []Observation, error) 
 // after the decision to record what lower branches held. fds, when not
 // nil, keeps the parent directories it opens for the next lookup in the
 // same directory (a listing resolves every name of one directory).
-func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation, fds *dirFDs) (*Entry, error) {
+func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation, fds *listingDirs) (*Entry, error) {
 	if whiteout.IsReserved(name) || name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
 		return nil, fmt.Errorf("%s: %w", path.Join(dir.Path, name), ErrNotExist)
 	}
@@ -353,9 +353,13 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation, fds *dirFDs)
 	return found, nil
 }
 
-// dirFDs keeps directory descriptors open across the lookups of one
-// listing. A nil *dirFDs opens and closes them each time.
-type dirFDs struct {
+// listingDirs keeps directory descriptors open across the lookups of one
+// listing (ReadDir), without a lock: it lives for one listing of one
+// directory, whose lookups come back to the same few directories (one per
+// branch, which bounds it) thousands of times. The stack-wide dirFDCache
+// serves every other lookup and operation: bounded, shared, dropped when
+// the layout changes. A nil *listingDirs uses that cache.
+type listingDirs struct {
 	byPlace map[dirPlace]int
 	held    map[int]bool
 }
@@ -365,9 +369,11 @@ type dirPlace struct {
 	rel    string
 }
 
-func newDirFDs() *dirFDs { return &dirFDs{byPlace: map[dirPlace]int{}, held: map[int]bool{}} }
+func newListingDirs() *listingDirs {
+	return &listingDirs{byPlace: map[dirPlace]int{}, held: map[int]bool{}}
+}
 
-func (d *dirFDs) open(b *Branch, rel string) (int, error) {
+func (d *listingDirs) open(b *Branch, rel string) (int, error) {
 	if d == nil {
 		return b.openDir(rel)
 	}
@@ -383,7 +389,7 @@ func (d *dirFDs) open(b *Branch, rel string) (int, error) {
 }
 
 // release hands back fd from open.
-func (d *dirFDs) release(b *Branch, fd int) {
+func (d *listingDirs) release(b *Branch, fd int) {
 	switch {
 	case d == nil:
 		b.closeDir(fd)
@@ -393,7 +399,7 @@ func (d *dirFDs) release(b *Branch, fd int) {
 }
 
 // close closes every kept descriptor.
-func (d *dirFDs) close() {
+func (d *listingDirs) close() {
 	for fd := range d.held {
 		unix.Close(fd)
 	}

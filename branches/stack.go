@@ -31,8 +31,8 @@ type Branch struct {
 	dev uint64
 	// links maps the branch's multi-link inodes (read-only branches).
 	links *linkMap
-	// dirFDs is the stack's cache of directory descriptors (openDir).
-	dirFDs *dirFDCache
+	// dirCache is the stack's cache of directory descriptors (openDir).
+	dirCache *dirFDCache
 }
 
 // Name is a short label for the branch in tables and errors: its role and
@@ -58,7 +58,7 @@ type Stack struct {
 	workdir  string
 	inos     *inoTable
 	dirs     *dirIndexCache
-	dirFDs   *dirFDCache
+	dirCache *dirFDCache
 	subdirs  subdirCounts
 	root     *Entry
 	// w is the write state; nil for a read-only stack.
@@ -105,7 +105,7 @@ func Open(o *Options, mountpoint string) (*Stack, error) {
 		return nil, fmt.Errorf("%w: no branches", ErrOption)
 	}
 	s := &Stack{opts: o, inos: newInoTable(), dirs: newDirIndexCache(dirIndexBudget)}
-	s.dirFDs = newDirFDCache(s.Generation)
+	s.dirCache = newDirFDCache(s.Generation)
 	ok := false
 	var err error
 	defer func() {
@@ -131,7 +131,7 @@ func Open(o *Options, mountpoint string) (*Stack, error) {
 			unix.Close(fd)
 			return nil, &BranchError{Role: string(spec.Role), Path: spec.Path, Err: ErrMissing, Detail: err.Error()}
 		}
-		s.branches = append(s.branches, &Branch{Path: p, Given: spec.Path, Perm: spec.Perm, Role: spec.Role, Index: i, fd: fd, dev: uint64(st.Dev), links: &linkMap{}, dirFDs: s.dirFDs})
+		s.branches = append(s.branches, &Branch{Path: p, Given: spec.Path, Perm: spec.Perm, Role: spec.Role, Index: i, fd: fd, dev: uint64(st.Dev), links: &linkMap{}, dirCache: s.dirCache})
 		s.inos.addDevice(uint64(st.Dev))
 		all = append(all, canon{p, spec.Path, string(spec.Role)})
 	}
@@ -271,7 +271,7 @@ func (s *Stack) Close() error {
 	if s.w != nil {
 		s.w.close()
 	}
-	s.dirFDs.closeAll()
+	s.dirCache.closeAll()
 	for _, b := range s.branches {
 		unix.Close(b.fd)
 	}

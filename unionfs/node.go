@@ -19,7 +19,11 @@ type union struct {
 	owners *owners
 	// noPassthrough keeps reads and writes of open files in the daemon.
 	noPassthrough bool
-	// open lists each node's open files, for nodes with no name left.
+	// open lists each node's open files: how each reaches its data
+	// decides how the next open may (chooseIOMode), they follow their
+	// object across a copy-up, and a node with no name left acts through
+	// one. go-fuse keeps a list of its own per node, of handle numbers,
+	// private to its bridge: this is the one strata reads.
 	openMu sync.Mutex
 	open   map[*Node][]*file
 }
