@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"syscall"
 
@@ -35,10 +36,11 @@ const (
 	viaDaemon ioMode = iota
 	// passthrough: the kernel reads and writes the backing file itself.
 	passthrough
-	// direct: reads and writes come to the daemon and bypass the page
-	// cache (FOPEN_DIRECT_IO), the one mode the kernel lets sit beside
-	// passthrough opens with another backing file.
-	direct
+	// registered: passthrough, on the copy the node's live passthrough
+	// opens are on, whatever copy the open was given (see chooseIOMode).
+	registered
+	// refused: the open fails (EBUSY).
+	refused
 )
 
 // file is an open union object: go-fuse's loopback file on a copy of the
@@ -107,62 +109,85 @@ var _ fs.FilePassthroughFder = passthroughFile{}
 func (p passthroughFile) PassthroughFd() (int, bool) { return p.lb.PassthroughFd() }
 
 // openFile wraps fd, open on e's serving copy with flags, records it with
-// n and returns the handle and the FOPEN flags for the kernel.
-func (n *Node) openFile(e *branches.Entry, fd int, flags int) (fs.FileHandle, uint32) {
-	lb := fs.NewLoopbackFile(fd).(*fs.LoopbackFile)
-	f := &file{
-		loopbackOps: lb,
-		lb:          lb,
-		node:        n,
-		branch:      e.Top().Branch,
-		flags:       flags &^ (unix.O_TRUNC | unix.O_CREAT | unix.O_EXCL),
-	}
+// n and returns the handle and the FOPEN flags for the kernel. It takes
+// fd over: closes it on failure, or when the open is served by another
+// descriptor of the same object.
+func (n *Node) openFile(e *branches.Entry, fd int, flags int) (fs.FileHandle, uint32, syscall.Errno) {
+	flags &^= unix.O_TRUNC | unix.O_CREAT | unix.O_EXCL
+	branch := e.Top().Branch
 	n.u.openMu.Lock()
 	defer n.u.openMu.Unlock()
-	f.mode = chooseIOMode(!n.u.noPassthrough, n.u.stack.Writable(), f.branch, n.u.open[n])
-	n.u.open[n] = append(n.u.open[n], f)
-	switch f.mode {
-	case passthrough:
-		return passthroughFile{f}, openFlags
-	case direct:
-		return f, openFlags | fuse.FOPEN_DIRECT_IO
+	open := n.u.open[n]
+	mode := chooseIOMode(!n.u.noPassthrough, n.u.stack.Writable(), branch, open)
+	switch mode {
+	case refused:
+		unix.Close(fd)
+		return nil, 0, syscall.EBUSY
+	case registered:
+		// The copy of the node's passthrough opens, reopened with this
+		// open's flags: the kernel would open that copy's path anyway.
+		var g *file
+		for _, g = range open {
+			if g.mode == passthrough {
+				break
+			}
+		}
+		same, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", g.fd()), flags|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return nil, 0, fs.ToErrno(err)
+		}
+		fd, branch, mode = same, g.branch, passthrough
 	}
-	return f, openFlags
+	lb := fs.NewLoopbackFile(fd).(*fs.LoopbackFile)
+	f := &file{loopbackOps: lb, lb: lb, node: n, mode: mode, branch: branch, flags: flags}
+	n.u.open[n] = append(open, f)
+	if mode == passthrough {
+		return passthroughFile{f}, openFlags, 0
+	}
+	return f, openFlags, 0
 }
 
 // chooseIOMode decides how a new open of a copy in branch b is reached,
 // given whether the mount may pass files through, whether it is writable,
 // and the node's open files.
 //
-// Two cases need FOPEN_DIRECT_IO because the node already has passthrough
-// opens of another copy, which only a node resolved to two objects at
-// once can reach (a stale entry, or two copies that carry one inode
-// number): the kernel would refuse the page cache beside them with EIO.
-// go-fuse counts such a handle's release against the node's passthrough
-// registration, so a later passthrough open may then fail with EIO too;
-// neither case writes anywhere but the copy the open was given.
+// A node never mixes passthrough with files served by the daemon: the
+// kernel refuses the page cache beside passthrough opens (EIO), and go-fuse
+// counts every handle's release against the node's passthrough
+// registration, so a daemon-served handle beside passthrough ones would
+// unregister the backing file while they still use it, and the next
+// passthrough open would fail (EIO). Two opens meet passthrough opens of
+// another copy, which only a node resolved to two copies at once reaches:
+//   - a lower copy (an entry resolved before a copy-up that a rename or
+//     unlink in flight keeps stale): the object is the passthrough opens'
+//     upper copy, so the open is served on it (registered);
+//   - another writable copy (a link moved a file of a lower rw branch of a
+//     multi-rw stack up): the kernel would open the registered copy, which
+//     the union no longer shows, so the open fails (refused) until the
+//     old opens are closed.
 func chooseIOMode(allowPassthrough, writable bool, b *branches.Branch, open []*file) ioMode {
 	if !allowPassthrough {
 		return viaDaemon
 	}
-	if b.Perm != branches.RW && writable {
-		for _, g := range open {
-			if g.mode == passthrough {
-				return direct
-			}
-		}
-		return viaDaemon
-	}
+	var pt *file
 	for _, g := range open {
-		switch {
-		case g.mode == viaDaemon:
+		if g.mode == viaDaemon {
 			return viaDaemon // the kernel would refuse passthrough (one io mode per inode)
-		case g.mode == passthrough && g.branch != b:
-			// The node's registered backing file is another copy (a
-			// multi-rw stack whose object moved up): passthrough would
-			// reach it, and the page cache is not allowed beside it.
-			return direct
 		}
+		if g.mode == passthrough {
+			pt = g
+		}
+	}
+	switch {
+	case pt != nil && pt.branch == b:
+		return passthrough
+	case pt != nil && b.Perm != branches.RW:
+		return registered
+	case pt != nil:
+		return refused
+	case b.Perm != branches.RW && writable:
+		return viaDaemon
 	}
 	return passthrough
 }

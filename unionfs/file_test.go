@@ -40,8 +40,10 @@ func TestChooseIOMode(t *testing.T) {
 		{"upper copy, passthrough off", false, true, upper, nil, viaDaemon, ""},
 		{"upper copy beside passthrough opens of it", true, true, upper, []*file{open(passthrough, upper)}, passthrough, ""},
 		{"upper copy beside a reader through the daemon", true, true, upper, []*file{open(viaDaemon, lower)}, viaDaemon, "one io mode per inode"},
-		{"lower copy beside passthrough opens of an upper copy", true, true, lower, []*file{open(passthrough, upper)}, direct, "the kernel refuses the page cache beside passthrough"},
-		{"copy beside passthrough opens of another copy", true, true, upper, []*file{open(passthrough, other)}, direct, "the registered backing file is the other copy"},
+		{"lower copy beside passthrough opens of an upper copy", true, true, lower, []*file{open(passthrough, upper)}, registered, "a stale entry: the object is the upper copy"},
+		{"copy beside passthrough opens of another copy", true, true, upper, []*file{open(passthrough, other)}, refused, "the kernel would open the registered copy"},
+		{"lower copy beside a reader through the daemon", true, true, lower, []*file{open(viaDaemon, lower)}, viaDaemon, ""},
+		{"passthrough off beside anything", false, true, upper, []*file{open(viaDaemon, lower)}, viaDaemon, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -28,8 +28,8 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if copied {
 		n.set(e, gen)
 	}
-	fh, fopen := n.openFile(e, fd, kept)
-	return fh, fopen, 0
+	fh, fopen, errno := n.openFile(e, fd, kept)
+	return fh, fopen, errno
 }
 
 // Create makes and opens a new regular file.
@@ -48,7 +48,10 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, errno
 	}
-	fh, fopen := child.Operations().(*Node).openFile(e, fd, obj.OpenFlags)
+	fh, fopen, errno := child.Operations().(*Node).openFile(e, fd, obj.OpenFlags)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
 	return child, fh, fopen, 0
 }
 
