@@ -20,9 +20,12 @@ build:
 deps:
 	./scripts/install-deps
 
+# gofmt, go vet, and every document path the repository names must exist
+# in it (scripts/check-doc-paths).
 lint:
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	./scripts/check-doc-paths
 
 # Unit tests (no mount) and integration tests (real mounts; they skip with a
 # reason without root or /dev/fuse, and fail instead when CI=true).

@@ -16,11 +16,11 @@ import (
 
 // A dirIndex remembers what the read-only copies of one merged directory
 // hold. Read-only branches do not change while the union is mounted
-// (SEMANTICS.md), so their listings are read once and kept: a lookup then
-// visits only the branches that hold the name or a whiteout of it, which
-// makes its cost independent of the number of branches, and a merged
-// listing reads only the writable copies again. Writable copies are always
-// read from disk.
+// (docs/UNION-SEMANTICS.md, "Out of scope"), so their listings are read once
+// and kept: a lookup then visits only the branches that hold the name or a
+// whiteout of it, which makes its cost independent of the number of
+// branches, and a merged listing reads only the writable copies again.
+// Writable copies are always read from disk.
 //
 // The index is a filter and a cache under the one resolution rule, never a
 // second rule: lookup still stats every copy it visits, and Names still

@@ -12,7 +12,7 @@
 //     directory has every copy that is merged into it, top first, down to
 //     the first opaque one.
 //
-// The rules (../shared/SEMANTICS.md, "Lookup"): a name resolves to the
+// The rules (docs/UNION-SEMANTICS.md, "Lookup"): a name resolves to the
 // topmost branch that has it, unless a whiteout for it, or an opaque marker
 // on its parent directory, sits in a higher branch. A directory found in
 // several branches is merged. A non-directory hides a directory of the same

@@ -1,9 +1,10 @@
 package branches
 
-// The overlay-whiteout fallback (SEMANTICS.md, Whiteout formats): when
-// mknod of a char 0/0 is refused, the stack switches to aufs whiteouts,
-// says so once, and leaves nothing behind. Root may always mknod, so the
-// refusal is injected through writeState.mkWhiteout.
+// The overlay-whiteout fallback (docs/UNION-SEMANTICS.md,
+// "Whiteout formats"): when mknod of a char 0/0 is refused, the stack
+// switches to aufs whiteouts, says so once, and leaves nothing behind. Root
+// may always mknod, so the refusal is injected through
+// writeState.mkWhiteout.
 
 import (
 	"bytes"

@@ -14,12 +14,12 @@ import (
 	"github.com/strata-fs/strata/whiteout"
 )
 
-// Hard links in read-only branches (SEMANTICS.md, Identity): the names of
-// one lower inode show as one union inode, with st_nlink counting the names
-// the union still shows, and a copy-up never splits the set: every visible
-// name is copied up at once, as hard links to one upper copy. The upper is
-// then self-describing (kernel overlay, mounting it, sees the same linked
-// files), and no index is needed.
+// Hard links in read-only branches (docs/UNION-SEMANTICS.md, "Identity"):
+// the names of one lower inode show as one union inode, with st_nlink
+// counting the names the union still shows, and a copy-up never splits the
+// set: every visible name is copied up at once, as hard links to one upper
+// copy. The upper is then self-describing (kernel overlay, mounting it, sees
+// the same linked files), and no index is needed.
 //
 // A set may span read-only branches: lower branches on one filesystem can
 // hold links of one inode (layer stores that share unchanged files between

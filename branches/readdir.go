@@ -84,8 +84,8 @@ func (s *Stack) ReadDir(dir *Entry) ([]*Entry, error) {
 }
 
 // Nlink is the link count the union reports for e: for a directory 2 plus
-// its visible subdirectories (SEMANTICS.md, Identity); for a name of a
-// lower hard-link set the number of its names the union shows; for
+// its visible subdirectories (docs/UNION-SEMANTICS.md, "Identity"); for a
+// name of a lower hard-link set the number of its names the union shows; for
 // anything else the serving copy's own count.
 func (s *Stack) Nlink(e *Entry) (uint64, error) {
 	if isLowerLinkSet(e) {

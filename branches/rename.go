@@ -17,13 +17,14 @@ const (
 	RenameExchange  = unix.RENAME_EXCHANGE
 )
 
-// Rename moves oldName in oldDir to newName in newDir (SEMANTICS.md,
-// Removal and rename): the source is copied up and renamed within the
-// upper; a whiteout is left where a lower copy of the source would show
-// through. A directory with lower content takes them along through an
-// overlay.redirect xattr naming where they are (see docs/DIR-RENAME.md);
-// one without lower content that lands where a lower copy exists is made
-// opaque instead. flags may be RenameNoReplace or RenameExchange.
+// Rename moves oldName in oldDir to newName in newDir
+// (docs/UNION-SEMANTICS.md, "Removal and rename"): the source is copied up
+// and renamed within the upper; a whiteout is left where a lower copy of the
+// source would show through. A directory with lower content takes them along
+// through an overlay.redirect xattr naming where they are
+// (docs/WRITE-PATH.md, "Directory rename"); one without lower content that
+// lands where a lower copy exists is made opaque instead. flags may be
+// RenameNoReplace or RenameExchange.
 func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName string, flags uint32) error {
 	if err := s.checkWritable(); err != nil {
 		return err

@@ -17,10 +17,11 @@ import (
 	"github.com/strata-fs/strata/whiteout"
 )
 
-// The write path (SEMANTICS.md: Copy-up, Removal and rename). Every change
-// happens in the upper branch (the topmost rw one); lower branches are
-// never written. Objects are built under a temp name in the workdir and
-// renamed into place, so each change appears whole or not at all.
+// The write path (docs/UNION-SEMANTICS.md, "Copy-up" and
+// "Removal and rename"). Every change happens in the upper branch (the
+// topmost rw one); lower branches are never written. Objects are built under
+// a temp name in the workdir and renamed into place, so each change appears
+// whole or not at all.
 
 // ErrReadOnly is returned by every write on a read-only stack.
 var ErrReadOnly = fmt.Errorf("read-only union: %w", unix.EROFS)
@@ -317,10 +318,10 @@ type NewObject struct {
 	Umask uint32
 }
 
-// Create makes name in dir (SEMANTICS.md: a directory made where a lower
-// one was whited out is opaque). It fails with EEXIST when the union shows
-// the name, EINVAL for a reserved name. For a regular file it returns an
-// open descriptor (OpenFlags), else -1.
+// Create makes name in dir (a directory made where a lower one was whited
+// out is opaque: docs/UNION-SEMANTICS.md, "Removal and rename"). It fails
+// with EEXIST when the union shows the name, EINVAL for a reserved name. For
+// a regular file it returns an open descriptor (OpenFlags), else -1.
 func (s *Stack) Create(dir *Entry, name string, obj NewObject) (*Entry, int, error) {
 	if err := s.checkWritable(); err != nil {
 		return nil, -1, err

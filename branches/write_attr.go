@@ -45,9 +45,9 @@ func (a SetAttr) times() [2]unix.Timespec {
 	return ts
 }
 
-// Setattr changes attributes, copying the object up first (SEMANTICS.md:
-// chmod, chown, utimens and truncate copy up). It returns the entry as it
-// is afterwards.
+// Setattr changes attributes, copying the object up first: chmod, chown,
+// utimens and truncate copy up (docs/UNION-SEMANTICS.md, "Copy-up"). It
+// returns the entry as it is afterwards.
 func (s *Stack) Setattr(e *Entry, a SetAttr) (*Entry, error) {
 	up, err := s.CopyUp(e)
 	if err != nil {
@@ -211,7 +211,7 @@ func (s *Stack) Removexattr(e *Entry, attr string) (*Entry, error) {
 
 // Open opens e with open(2) flags and says whether it copied e up: a
 // read-only open (no O_TRUNC) opens the serving copy and never copies up;
-// any other open copies up first (SEMANTICS.md, Copy-up).
+// any other open copies up first (docs/UNION-SEMANTICS.md, "Copy-up").
 func (s *Stack) Open(e *Entry, flags int) (*Entry, int, bool, error) {
 	if flags&unix.O_ACCMODE == unix.O_RDONLY && flags&unix.O_TRUNC == 0 {
 		fd, err := s.OpenObject(e, flags)

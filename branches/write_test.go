@@ -1,11 +1,12 @@
 package branches_test
 
-// Tests of the write path (SEMANTICS.md: Copy-up, Removal and rename,
-// Identity) for both written dialects. Each operation runs against every
-// state of its target (lower-only, upper-only, in both, whited out in each
-// read dialect, under an opaque parent, copied up) and is checked three
-// ways: the union view, the exact markers left in the raw upper branch, and
-// the lower branches and the workdir (untouched, empty).
+// Tests of the write path (docs/UNION-SEMANTICS.md, "Copy-up",
+// "Removal and rename", "Identity") for both written dialects. Each
+// operation runs against every state of its target (lower-only, upper-only,
+// in both, whited out in each read dialect, under an opaque parent, copied
+// up) and is checked three ways: the union view, the exact markers left in
+// the raw upper branch, and the lower branches and the workdir (untouched,
+// empty).
 
 import (
 	"errors"
@@ -900,10 +901,11 @@ func TestWriteLinkIdentity(t *testing.T) {
 }
 
 // TestWriteLowerHardLinkPair: a hard-link pair in a lower branch is one
-// inode; copying one name up must not split it visibly (SEMANTICS.md,
-// Identity). The pair may sit in one lower branch, or span two lower
-// branches on one filesystem (layer stores that share files between
-// layers link them): either way the union shows one inode.
+// inode; copying one name up must not split it visibly
+// (docs/UNION-SEMANTICS.md, "Identity"). The pair may sit in one lower
+// branch, or span two lower branches on one filesystem (layer stores that
+// share files between layers link them): either way the union shows one
+// inode.
 func TestWriteLowerHardLinkPair(t *testing.T) {
 	setups := []struct {
 		name   string

@@ -1,7 +1,8 @@
 // Package cow owns copy-up: making a private copy, in the upper branch, of
 // an object that lives in a lower branch, before anything changes it.
 //
-// The protocol (SEMANTICS.md, Copy-up; kernel overlayfs copy_up.c):
+// The protocol (docs/UNION-SEMANTICS.md, "Copy-up"; kernel overlayfs
+// copy_up.c):
 //
 //  1. build the copy under a temp name in the workdir, which is on the
 //     upper's filesystem: data first, then owner, mode, xattrs (all but the

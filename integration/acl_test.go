@@ -1,9 +1,10 @@
 package integration
 
-// POSIX ACLs (SEMANTICS.md: Access control) through strata and through
-// kernel overlay, each over its own copy of the same branches: unprivileged
-// users get the same answers, objects created through the union get the
-// same modes and ACLs, and both leave the same ACLs in their upper branch.
+// POSIX ACLs (docs/UNION-SEMANTICS.md, "Access control") through strata and
+// through kernel overlay, each over its own copy of the same branches:
+// unprivileged users get the same answers, objects created through the union
+// get the same modes and ACLs, and both leave the same ACLs in their upper
+// branch.
 
 import (
 	"fmt"

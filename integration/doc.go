@@ -2,7 +2,7 @@
 // mounts: it builds cmd/strata once (TestMain), mounts unions of layer
 // directories made by a declarative fixture builder, walks the mounted
 // trees and compares them with what kernel overlayfs shows for the same
-// layers (the oracle of SEMANTICS.md: "the kernel wins").
+// layers (docs/UNION-SEMANTICS.md, "Kernel overlay decides").
 //
 // The tests need root, /dev/fuse and, for the oracle, the overlay
 // filesystem. Without them they skip with a one-line reason, except when

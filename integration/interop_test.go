@@ -105,11 +105,11 @@ var (
 )
 
 // kernelNlinkDeviations are the entries whose st_nlink kernel overlay
-// reports differently from strata, by the deviations SEMANTICS.md
-// documents ("Where strata follows POSIX and the kernel does not"): without
-// index=on, copying up hl/one splits the pair (the kernel shows the upper
-// copy with nlink 1 and hl/two with the lower nlink 2), and removing hl2/b
-// leaves hl2/a with the stale lower nlink 2. nlink is left out of the
+// reports differently from strata, by the deviations documented in
+// docs/UNION-SEMANTICS.md, "Where strata follows POSIX over the kernel":
+// without index=on, copying up hl/one splits the pair (the kernel shows the
+// upper copy with nlink 1 and hl/two with the lower nlink 2), and removing
+// hl2/b leaves hl2/a with the stale lower nlink 2. nlink is left out of the
 // kernel comparison for these entries only.
 var kernelNlinkDeviations = append(append([]string{}, interopCopiedPair...), interopHalfPair...)
 
@@ -277,9 +277,10 @@ func checkInteropResult(t *testing.T, tr Tree, out interopOutcome) {
 	}
 }
 
-// checkInteropIdentity checks SEMANTICS.md's Identity rules on the mounted
-// union walked into tr: readdir d_ino equals st_ino; only hard links share
-// an st_ino; and the link count of each group is its size.
+// checkInteropIdentity checks the rules of docs/UNION-SEMANTICS.md,
+// "Identity" on the mounted union walked into tr: readdir d_ino equals
+// st_ino; only hard links share an st_ino; and the link count of each group
+// is its size.
 func checkInteropIdentity(t *testing.T, tr Tree) {
 	t.Helper()
 	for rel, ifmt := range tr.Types {
@@ -321,8 +322,8 @@ func checkInteropIdentity(t *testing.T, tr Tree) {
 	}
 
 	// The link counts of the lower hard-link pairs, those spanning two
-	// lowers included: SEMANTICS.md says the union reports the true count
-	// and keeps the set together across copy-up.
+	// lowers included: the union reports the true count and keeps the set
+	// together across copy-up (docs/UNION-SEMANTICS.md, "Identity").
 	t.Run("lower hard-link pairs", func(t *testing.T) {
 		var problems []string
 		for _, g := range groups {

@@ -12,7 +12,8 @@ import (
 )
 
 // TestManyBranches mounts 1000 lower branches, twice kernel overlay's limit
-// of 500 and far beyond aufs's 127 (SEMANTICS.md: "No fixed branch limit").
+// of 500 and far beyond aufs's 127 (docs/UNION-SEMANTICS.md, "Branches":
+// no fixed branch limit).
 func TestManyBranches(t *testing.T) {
 	requireMountable(t)
 	const n = 1000

@@ -12,8 +12,8 @@ import (
 )
 
 // oracleLayers is a 4-layer stack in the overlay dialect (top first) that
-// exercises every lookup rule of SEMANTICS.md. The kernel decides what it
-// must look like; the comments say what the kernel shows.
+// exercises every rule of docs/UNION-SEMANTICS.md, "Lookup". The kernel
+// decides what it must look like; the comments say what the kernel shows.
 func oracleLayers() []Layer {
 	return []Layer{
 		// Layer 0, the top.
@@ -121,9 +121,10 @@ var oracleHardlinks = [][]string{{"hl1", "hl2"}, {"l1hl/x", "l1hl/y"}}
 // TestKernelOracle checks that strata shows the same tree as kernel
 // overlayfs over the same layers: the layers as they are, their aufs-dialect
 // copy (through lowerdir= and br=), and a stack that mixes the two dialects.
-// It also checks strata's own identity rules (SEMANTICS.md, Identity) on
-// each mount. Directory st_nlink is left out of the comparison: the kernel
-// reports 1 for merged directories, strata 2 + subdirectories.
+// It also checks strata's own identity rules (docs/UNION-SEMANTICS.md,
+// "Identity") on each mount. Directory st_nlink is left out of the
+// comparison: the kernel reports 1 for merged directories, strata 2 +
+// subdirectories.
 func TestKernelOracle(t *testing.T) {
 	requireKernelOverlay(t)
 	tmp := t.TempDir()

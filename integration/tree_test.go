@@ -358,11 +358,11 @@ func direntType(ifmt uint32) uint8 {
 	return unix.DT_UNKNOWN
 }
 
-// checkInodes checks the identity rules of SEMANTICS.md on a mounted union
-// already walked into tree: readdir's d_ino (and d_type) equal lstat's
-// st_ino (and type) for every entry; distinct objects have distinct st_ino;
-// the names of each hard-link group share one st_ino and report st_nlink
-// equal to the group's size.
+// checkInodes checks the rules of docs/UNION-SEMANTICS.md, "Identity" on a
+// mounted union already walked into tree: readdir's d_ino (and d_type) equal
+// lstat's st_ino (and type) for every entry; distinct objects have distinct
+// st_ino; the names of each hard-link group share one st_ino and report
+// st_nlink equal to the group's size.
 func checkInodes(t testing.TB, tree Tree, hardlinks [][]string) {
 	t.Helper()
 	for rel, ifmt := range tree.Types {
@@ -422,8 +422,9 @@ func checkInodes(t testing.TB, tree Tree, hardlinks [][]string) {
 	}
 }
 
-// checkDirNlink checks SEMANTICS.md's directory link count on a walked
-// union: 2 plus the number of visible subdirectories.
+// checkDirNlink checks the directory link count on a walked union: 2
+// plus the number of visible subdirectories (docs/UNION-SEMANTICS.md,
+// "Identity").
 func checkDirNlink(t testing.TB, tree Tree) {
 	t.Helper()
 	for rel, ifmt := range tree.Types {

@@ -21,10 +21,11 @@ import (
 //     FLUSH is one round trip of the seven a create+unlink costs.
 //   - KEEP_CACHE: an open keeps the file's page cache. Every change goes
 //     through the mount, so the cache cannot be stale (changes made to the
-//     branches behind the union's back are not promised to show,
-//     docs/UNION-SEMANTICS.md); without it each open of a file read through
-//     the daemon would read it from the daemon again. go-fuse drops it for
-//     passthrough opens, which have no page cache of their own.
+//     branches behind the union's back are not promised to show:
+//     docs/UNION-SEMANTICS.md, "Out of scope"); without it each open of a
+//     file read through the daemon would read it from the daemon again.
+//     go-fuse drops it for passthrough opens, which have no page cache of
+//     their own.
 const openFlags = fuse.FOPEN_NOFLUSH | fuse.FOPEN_KEEP_CACHE
 
 // ioMode is how the kernel reaches an open file's data.

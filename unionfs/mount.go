@@ -27,7 +27,8 @@ type Config struct {
 // long as it likes, as kernel overlay does in its dcache and as
 // fuse-overlayfs does by default. Every change through the mount reaches
 // the kernel as it happens; changes made to the branches behind the
-// union's back are not promised to show (SEMANTICS.md), as with overlay.
+// union's back are not promised to show, as with overlay
+// (docs/UNION-SEMANTICS.md, "Out of scope").
 const DefaultCacheTimeout = 24 * time.Hour
 
 // Mount serves stack at mountpoint and returns once the kernel has the

@@ -181,7 +181,8 @@ func (n *Node) child(ctx context.Context, e *branches.Entry, gen uint64, out *fu
 	return n.NewInode(ctx, n.u.newNode(e, gen), fs.StableAttr{Mode: e.St.Mode & unix.S_IFMT, Ino: e.Ino}), 0
 }
 
-// Lookup resolves name in the directory n (SEMANTICS.md, Lookup).
+// Lookup resolves name in the directory n (docs/UNION-SEMANTICS.md,
+// "Lookup").
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	gen := n.u.stack.Generation()
 	child, err := n.u.stack.Lookup(n.current(), name)

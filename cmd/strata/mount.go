@@ -159,9 +159,10 @@ func daemonize() error {
 // the kernel holds, live for as long as the kernel keeps them, so Go's
 // default (let the heap grow to twice the live data before collecting)
 // shows up as resident memory beside every container. At 50 the heap
-// stays within 1.5x of it. Measured after walking 200k files over three
-// layers: 189 MB resident instead of 197 MB, the walk no slower (6.8 s
-// both). GOGC in the environment overrides it.
+// stays within 1.5x of it. GOGC in the environment overrides it. `make
+// bench` measures the daemon's resident memory after walking 200k files
+// over three layers (docs/PERFORMANCE.md); `GOGC=100 make bench` measures
+// it with Go's default, for comparison.
 const daemonGCPercent = 50
 
 // serve mounts and serves until the mount goes away. ready, when set, is
