@@ -337,7 +337,7 @@ func checkInteropIdentity(t *testing.T, tr Tree) {
 			}
 		}
 		if len(problems) > 0 {
-			t.Errorf("st_ino and st_nlink of the lower hard-link pairs (SEMANTICS.md, Identity):\n\t%s", strings.Join(problems, "\n\t"))
+			t.Errorf("st_ino and st_nlink of the lower hard-link pairs (docs/UNION-SEMANTICS.md, Identity):\n\t%s", strings.Join(problems, "\n\t"))
 		}
 	})
 }
@@ -557,7 +557,7 @@ func assertSameInos(t *testing.T, first, again Tree) {
 		}
 	}
 	sort.Strings(diffs)
-	assert.Empty(t, diffs, "st_ino must be the same on every mount of the same branches (SEMANTICS.md, Identity)")
+	assert.Empty(t, diffs, "st_ino must be the same on every mount of the same branches (docs/UNION-SEMANTICS.md, Identity)")
 }
 
 func readFileOrErr(p string) string {

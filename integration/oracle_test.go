@@ -175,7 +175,7 @@ func TestKernelOracle(t *testing.T) {
 			checkInodes(t, got, oracleHardlinks)
 			checkDirNlink(t, got)
 			if prev, ok := inos[tc.branches]; ok {
-				assert.Equal(t, prev.Inos, got.Inos, "st_ino must be the same on every mount of the same branches (SEMANTICS.md, Identity)")
+				assert.Equal(t, prev.Inos, got.Inos, "st_ino must be the same on every mount of the same branches (docs/UNION-SEMANTICS.md, Identity)")
 			}
 			inos[tc.branches] = got
 			// A read-only union never writes to its branches.
