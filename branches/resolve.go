@@ -138,8 +138,15 @@ const (
 	Marker
 )
 
+var verdictNames = [...]string{Absent: "absent", Serves: "serves", Merged: "merged", Hidden: "hidden", Marker: "whiteout"}
+
+// String names the verdict as explain prints it; a value outside the
+// constants above prints as "Verdict(n)" rather than panicking.
 func (v Verdict) String() string {
-	return [...]string{"absent", "serves", "merged", "hidden", "whiteout"}[v]
+	if v >= 0 && int(v) < len(verdictNames) {
+		return verdictNames[v]
+	}
+	return fmt.Sprintf("Verdict(%d)", int(v))
 }
 
 // Observation is what one branch held at a name, and what became of it.
