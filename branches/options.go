@@ -3,6 +3,7 @@ package branches
 import (
 	"errors"
 	"fmt"
+	"log"
 	"strings"
 
 	"github.com/strata-fs/strata/whiteout"
@@ -78,6 +79,19 @@ type Options struct {
 	Mount []string
 	// Compat is what fuse-overlayfs's options asked for (options_compat.go).
 	Compat Compat
+	// Logger receives what the stack has to say while it serves (such as
+	// falling back to aufs whiteouts); nil means the standard logger
+	// (log.Default()), where these messages went before it existed. The
+	// messages carry no program name: the logger's prefix gives it.
+	Logger *log.Logger
+}
+
+// logger is o.Logger, or the standard logger.
+func (o *Options) logger() *log.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return log.Default()
 }
 
 // Upper returns the top rw branch, if any.

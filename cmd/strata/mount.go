@@ -80,6 +80,10 @@ func mountUnion(f mountFlags, mountpoint string) error {
 		return err
 	}
 	opts.Whiteout = format
+	// The daemon's one logger: the stack's messages, go-fuse's and the
+	// control channel's all go to stderr, prefixed with the program.
+	logger := log.New(os.Stderr, "strata: ", log.LstdFlags)
+	opts.Logger = logger
 	applyCompat(opts, &f)
 	if f.readOnly {
 		opts.ReadOnly = true
@@ -105,7 +109,7 @@ func mountUnion(f mountFlags, mountpoint string) error {
 		ready = os.NewFile(uintptr(fd), "ready")
 	}
 	if f.foreground || f.debug || ready != nil {
-		return serve(stack, mountpoint, f, ready, trace)
+		return serve(stack, mountpoint, f, ready, trace, logger)
 	}
 	stack.Close()
 	trace.Close()
@@ -166,12 +170,11 @@ const daemonGCPercent = 50
 
 // serve mounts and serves until the mount goes away. ready, when set, is
 // told "ok" once the mount is live, or the error.
-func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.File, trace *os.File) error {
+func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.File, trace *os.File, logger *log.Logger) error {
 	defer stack.Close()
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(daemonGCPercent)
 	}
-	logger := log.New(os.Stderr, "strata: ", log.LstdFlags)
 	if f.cpuProfile != "" {
 		stop, err := startCPUProfile(f.cpuProfile)
 		if err != nil {
