@@ -8,6 +8,6 @@
 // (d_ino equal to st_ino), Readlink, Open/Read, Statfs, Access,
 // Getxattr/Listxattr. The mount is read-only; writes fail with EROFS.
 //
-// control.go is the mount's control channel: how `strata explain` and
-// `strata trace` reach a running daemon (see docs/CHOICES.md).
+// The mount's control channel (how `strata explain` and `strata trace`
+// reach a running daemon) is not node code: it is package control.
 package unionfs

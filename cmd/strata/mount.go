@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/control"
 	"github.com/strata-fs/strata/unionfs"
 	"github.com/strata-fs/strata/whiteout"
 )
@@ -197,7 +198,7 @@ func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.Fil
 		trace.Close()
 		return err
 	}
-	if ctl, err := unionfs.ServeControl(stack, mountpoint, trace, logger); err != nil {
+	if ctl, err := control.Serve(stack, mountpoint, trace, logger); err != nil {
 		logger.Printf("%v; strata explain and strata trace will not reach this mount", err)
 	} else {
 		defer ctl.Close()
