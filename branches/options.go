@@ -261,6 +261,35 @@ func ParseOptions(items []string) (*Options, error) {
 	return o, nil
 }
 
+// OptionDirs lists the directories one -o option string names (lowerdir,
+// upperdir, workdir, br or dirs), read with the escaping ParseOptions uses.
+// Other options are skipped, and so is a branch list that does not parse:
+// it reads another union daemon's command line (fuse-overlayfs,
+// unionfs-fuse, strata) to see which directories it uses.
+func OptionDirs(options string) []string {
+	var out []string
+	for _, kv := range splitUnescaped(options, ',') {
+		key, val, _ := strings.Cut(kv, "=")
+		switch {
+		case key == "lowerdir":
+			for _, p := range splitUnescaped(unquote(val), ':') {
+				out = append(out, unescape(p))
+			}
+		case key == "upperdir" || key == "workdir":
+			out = append(out, unescape(unquote(val)))
+		case key == "br" || key == "dirs" || strings.HasPrefix(kv, "br:"):
+			specs, err := parseAufsBranches(kv, unquote(strings.TrimPrefix(strings.TrimPrefix(kv, key+"="), "br:")))
+			if err != nil {
+				continue
+			}
+			for _, s := range specs {
+				out = append(out, s.Path)
+			}
+		}
+	}
+	return out
+}
+
 // parseAufsBranches reads "DIR[=PERM[+ATTR...]]:..."; the first branch
 // defaults to rw, the others to ro.
 func parseAufsBranches(kv, val string) ([]BranchSpec, error) {
