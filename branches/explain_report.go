@@ -453,8 +453,12 @@ func (s *Stack) summarize(r *Report, e *Entry) string {
 }
 
 // explainListing replays the merge of a directory's listing copy by copy
-// (the rule of Names), recording each copy's part.
+// (the rule of Names, over the same listings), recording each copy's part.
 func (s *Stack) explainListing(dir *Entry) (*Listing, error) {
+	index, err := s.ready(dir.index)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir.Path, err)
+	}
 	out := &Listing{Names: []string{}}
 	const shown, whitedOut = 1, 2
 	decided := map[string]int{} // by a higher copy
@@ -463,10 +467,16 @@ func (s *Stack) explainListing(dir *Entry) (*Listing, error) {
 		if l.Markers.Opaque != whiteout.NoMarker {
 			part.Opaque = l.Markers.Opaque.String()
 		}
-		names, hidden, err := s.classifyLayer(l)
+		ll, err := index.listing(l)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s in %s: %w", l.Path, l.Branch.Path, err)
 		}
+		names := make([]string, len(ll.names))
+		for i, e := range ll.names {
+			names[i] = e.Name
+		}
+		slices.Sort(names)
+		hidden := ll.hidden
 		for _, n := range names {
 			switch decided[n] {
 			case shown:
@@ -490,28 +500,4 @@ func (s *Stack) explainListing(dir *Entry) (*Listing, error) {
 	}
 	slices.Sort(out.Names)
 	return out, nil
-}
-
-// classifyLayer reads one directory copy: the names it shows, sorted, and
-// the names its whiteouts hide below.
-func (s *Stack) classifyLayer(l Layer) ([]string, map[string]whiteout.Kind, error) {
-	raw, err := sys.ReadDir(l.Branch.fd, l.Path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s in %s: %w", l.Path, l.Branch.Path, err)
-	}
-	dfd, err := sys.OpenDirBeneath(l.Branch.fd, l.Path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s in %s: %w", l.Path, l.Branch.Path, err)
-	}
-	defer unix.Close(dfd)
-	entries, hidden, err := whiteout.Classify(dfd, raw, l.Markers)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s in %s: %w", l.Path, l.Branch.Path, err)
-	}
-	names := make([]string, len(entries))
-	for i, e := range entries {
-		names[i] = e.Name
-	}
-	slices.Sort(names)
-	return names, hidden, nil
 }
