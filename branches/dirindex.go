@@ -115,16 +115,17 @@ func (ix *dirIndex) load() (d *indexData, read bool, err error) {
 	return d, true, nil
 }
 
-// listing returns the classified listing of layer l, from the index when
-// l is one of its read-only copies. d may be nil (no index).
-func (d *indexData) listing(l Layer) (layerListing, bool) {
-	if d == nil {
-		return layerListing{}, false
+// listing returns the classified listing of layer l: from the index when
+// l is one of its read-only copies, else read now (listLayer). d may be
+// nil (no index). Names and ExplainPath both list a layer through it.
+func (d *indexData) listing(l Layer) (layerListing, error) {
+	if d != nil {
+		if i, ok := d.byBranch[l.Branch]; ok && d.ro[i].layer.Path == l.Path {
+			return d.ro[i], nil
+		}
 	}
-	if i, ok := d.byBranch[l.Branch]; ok && d.ro[i].layer.Path == l.Path {
-		return d.ro[i], true
-	}
-	return layerListing{}, false
+	names, hidden, err := listLayer(l)
+	return layerListing{layer: l, names: names, hidden: hidden}, err
 }
 
 // skip returns the first position at or after i among layers (the

@@ -1,7 +1,6 @@
 package branches
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"path"
@@ -10,7 +9,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/strata-fs/strata/internal/sys"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -138,7 +136,21 @@ type branchState struct {
 	at       string
 	verdict  Verdict
 	hiddenBy *HiddenBy
-	hold     rawHolding
+	// held is what the branch holds at at: what the lookup read, or nil
+	// for a branch it did not consult, until holds reads it the same way.
+	held *held
+}
+
+// holds is what branch k holds at st.at.
+func (s *Stack) holds(k int, st *branchState) (held, error) {
+	if st.held == nil {
+		h, err := s.branches[k].heldAt(st.at)
+		if err != nil {
+			return held{}, fmt.Errorf("%s in %s: %w", st.at, s.branches[k].Path, err)
+		}
+		st.held = &h
+	}
+	return *st.held, nil
 }
 
 // ExplainPath explains the union path p (slash-separated, relative to the
@@ -175,12 +187,11 @@ func (s *Stack) ExplainPath(p string) (*Report, error) {
 		cur = next
 	}
 	for k, b := range s.branches {
-		if states[k].hold, err = s.holding(b, states[k].at); err != nil {
+		h, err := s.holds(k, &states[k])
+		if err != nil {
 			return nil, err
 		}
-	}
-	for k, b := range s.branches {
-		r.Branches = append(r.Branches, states[k].report(refOf(b)))
+		r.Branches = append(r.Branches, states[k].report(refOf(b), h))
 	}
 	if cur == nil {
 		r.Summary = fmt.Sprintf("%s is not in the union: %s", r.Path, r.MissingWhy)
@@ -213,10 +224,11 @@ func unionComponents(p string) ([]string, error) {
 func (s *Stack) nextStates(prev []branchState, cur *Entry, p, name string, obs []Observation) []branchState {
 	next := make([]branchState, len(prev))
 	seen := make([]bool, len(prev))
-	for _, o := range obs {
+	for i := range obs {
+		o := &obs[i]
 		k := o.Branch.Index
 		seen[k] = true
-		next[k] = branchState{at: o.Path, verdict: o.Verdict}
+		next[k] = branchState{at: o.Path, verdict: o.Verdict, held: &o.held}
 		if o.HiddenBy != nil {
 			next[k].hiddenBy = &HiddenBy{Branch: o.HiddenBy.Branch.Name(), Index: o.HiddenBy.Branch.Index, At: p, What: o.Reason()}
 		}
@@ -251,8 +263,8 @@ func (s *Stack) redirectCause(next []branchState, seen []bool, k int, p string) 
 		if !seen[j] || (next[j].verdict != Serves && next[j].verdict != Merged) {
 			continue
 		}
-		if m, err := readMarkersAt(s.branches[j].fd, next[j].at); err == nil && m.Redirect != "" {
-			return &HiddenBy{Branch: s.branches[j].Name(), Index: j, At: p, What: "redirect: the lower copies are looked up at /" + m.Redirect}
+		if h, err := s.holds(j, &next[j]); err == nil && h.markers.Redirect != "" {
+			return &HiddenBy{Branch: s.branches[j].Name(), Index: j, At: p, What: "redirect: the lower copies are looked up at /" + h.markers.Redirect}
 		}
 	}
 	return &HiddenBy{Branch: s.branches[k].Name(), Index: k, At: p, What: "not on the lookup's path"}
@@ -268,14 +280,15 @@ func (s *Stack) whyMissing(cur *Entry, p, name string, states []branchState) str
 		return p + " is a marker name: names starting with " + whiteout.AufsPrefix + " are whiteouts, never shown"
 	}
 	var hidden []string
-	for k, st := range states {
+	for k := range states {
+		st := &states[k]
 		switch {
 		case st.verdict == Marker:
-			hold, _ := s.holding(s.branches[k], st.at)
-			return fmt.Sprintf("%s is whited out in %s (%s)", p, s.branches[k].Name(), hold.whiteout)
+			hd, _ := s.holds(k, st)
+			return fmt.Sprintf("%s is whited out in %s (%s)", p, s.branches[k].Name(), hd.Hides)
 		case st.hiddenBy != nil:
-			hold, err := s.holding(s.branches[k], st.at)
-			if err == nil && hold.kind != "nothing" {
+			hd, err := s.holds(k, st)
+			if err == nil && (hd.Present || hd.Hides != whiteout.NoMarker) {
 				h := st.hiddenBy
 				hidden = append(hidden, fmt.Sprintf("%s's by %s at %s in %s", s.branches[k].Name(), h.What, h.At, h.Branch))
 			}
@@ -287,88 +300,39 @@ func (s *Stack) whyMissing(cur *Entry, p, name string, states []branchState) str
 	return "no branch has " + p
 }
 
-func (st branchState) report(b BranchRef) Holding {
-	h := Holding{Branch: b, At: st.at, Holds: st.hold.kind, Whiteout: st.hold.whiteout, Opaque: st.hold.opaque, Redirect: st.hold.redirect}
+// report says what the branch holds at st.at (h) and what the union
+// makes of it.
+func (st branchState) report(b BranchRef, h held) Holding {
+	out := Holding{Branch: b, At: st.at, Holds: "nothing"}
 	switch {
-	case st.hold.kind == "nothing" && st.hold.whiteout == "":
-		h.Verdict = "absent"
-	case st.verdict == Marker:
-		h.Verdict = "whiteout"
-	default:
-		h.Verdict = st.verdict.String()
-		h.HiddenBy = st.hiddenBy
+	case h.Present:
+		out.Holds = typeName(h.St.Mode)
+	case h.Hides != whiteout.NoMarker:
+		out.Holds = "whiteout"
 	}
-	return h
+	if h.Hides != whiteout.NoMarker {
+		out.Whiteout = h.Hides.String()
+	}
+	if h.markers.Opaque != whiteout.NoMarker {
+		out.Opaque = h.markers.Opaque.String()
+	}
+	if h.markers.Redirect != "" {
+		out.Redirect = "/" + h.markers.Redirect
+	}
+	switch {
+	case !h.Present && h.Hides == whiteout.NoMarker:
+		out.Verdict = "absent"
+	case st.verdict == Marker:
+		out.Verdict = "whiteout"
+	default:
+		out.Verdict = st.verdict.String()
+		out.HiddenBy = st.hiddenBy
+	}
+	return out
 }
 
 func refOf(b *Branch) BranchRef {
 	return BranchRef{Index: b.Index, Name: b.Name(), Path: b.Path, Perm: b.Perm.String()}
-}
-
-// rawHolding is what a branch holds at a path, read straight from the
-// branch (the union's rules aside).
-type rawHolding struct {
-	kind     string // type name, "whiteout" or "nothing"
-	whiteout string
-	opaque   string
-	redirect string
-}
-
-// holding reads what branch b holds at rel.
-func (s *Stack) holding(b *Branch, rel string) (rawHolding, error) {
-	h := rawHolding{kind: "nothing"}
-	var st unix.Stat_t
-	if rel == "." {
-		if err := sys.Fstat(b.fd, &st); err != nil {
-			return h, err
-		}
-	} else {
-		parent, name := path.Split(rel)
-		parent = strings.TrimSuffix(parent, "/")
-		if parent == "" {
-			parent = "."
-		}
-		dfd, err := sys.OpenDirBeneath(b.fd, parent)
-		if errors.Is(err, unix.ENOENT) || sys.IsNotDir(err) {
-			return h, nil
-		}
-		if err != nil {
-			return h, fmt.Errorf("%s in %s: %w", rel, b.Path, err)
-		}
-		defer unix.Close(dfd)
-		pm, err := whiteout.ReadDirMarkers(dfd, parent)
-		if err != nil {
-			return h, err
-		}
-		l, err := whiteout.LookupName(dfd, name, pm)
-		if err != nil {
-			return h, fmt.Errorf("%s in %s: %w", rel, b.Path, err)
-		}
-		if l.Hides != whiteout.NoMarker {
-			h.whiteout = l.Hides.String()
-		}
-		if !l.Present {
-			if l.Hides != whiteout.NoMarker {
-				h.kind = "whiteout"
-			}
-			return h, nil
-		}
-		st = l.St
-	}
-	h.kind = typeName(st.Mode)
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		m, err := readMarkersAt(b.fd, rel)
-		if err != nil {
-			return h, fmt.Errorf("%s in %s: %w", rel, b.Path, err)
-		}
-		if m.Opaque != whiteout.NoMarker {
-			h.opaque = m.Opaque.String()
-		}
-		if m.Redirect != "" {
-			h.redirect = "/" + m.Redirect
-		}
-	}
-	return h, nil
 }
 
 // describeObject fills the parts of r that describe the union object e.
@@ -453,8 +417,12 @@ func (s *Stack) summarize(r *Report, e *Entry) string {
 }
 
 // explainListing replays the merge of a directory's listing copy by copy
-// (the rule of Names), recording each copy's part.
+// (the rule of Names, over the same listings), recording each copy's part.
 func (s *Stack) explainListing(dir *Entry) (*Listing, error) {
+	index, err := s.ready(dir.index)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir.Path, err)
+	}
 	out := &Listing{Names: []string{}}
 	const shown, whitedOut = 1, 2
 	decided := map[string]int{} // by a higher copy
@@ -463,10 +431,16 @@ func (s *Stack) explainListing(dir *Entry) (*Listing, error) {
 		if l.Markers.Opaque != whiteout.NoMarker {
 			part.Opaque = l.Markers.Opaque.String()
 		}
-		names, hidden, err := s.classifyLayer(l)
+		ll, err := index.listing(l)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s in %s: %w", l.Path, l.Branch.Path, err)
 		}
+		names := make([]string, len(ll.names))
+		for i, e := range ll.names {
+			names[i] = e.Name
+		}
+		slices.Sort(names)
+		hidden := ll.hidden
 		for _, n := range names {
 			switch decided[n] {
 			case shown:
@@ -490,28 +464,4 @@ func (s *Stack) explainListing(dir *Entry) (*Listing, error) {
 	}
 	slices.Sort(out.Names)
 	return out, nil
-}
-
-// classifyLayer reads one directory copy: the names it shows, sorted, and
-// the names its whiteouts hide below.
-func (s *Stack) classifyLayer(l Layer) ([]string, map[string]whiteout.Kind, error) {
-	raw, err := sys.ReadDir(l.Branch.fd, l.Path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s in %s: %w", l.Path, l.Branch.Path, err)
-	}
-	dfd, err := sys.OpenDirBeneath(l.Branch.fd, l.Path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s in %s: %w", l.Path, l.Branch.Path, err)
-	}
-	defer unix.Close(dfd)
-	entries, hidden, err := whiteout.Classify(dfd, raw, l.Markers)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s in %s: %w", l.Path, l.Branch.Path, err)
-	}
-	names := make([]string, len(entries))
-	for i, e := range entries {
-		names[i] = e.Name
-	}
-	slices.Sort(names)
-	return names, hidden, nil
 }

@@ -91,6 +91,7 @@ func newFallbackStack(t *testing.T, denyWith error, upper, lower []string) *fall
 		t.Fatal(err)
 	}
 	o.Whiteout = whiteout.Overlay
+	o.Logger = log.New(f.log, "", 0) // the stack says what it does here, not on the standard logger
 	if f.s, err = Open(o, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -105,9 +106,6 @@ func newFallbackStack(t *testing.T, denyWith error, upper, lower []string) *fall
 		}
 		return fmt.Errorf("whiteout %s: %w: %v", name, whiteout.ErrWhiteoutDenied, unix.EPERM)
 	}
-	prev := log.Writer()
-	log.SetOutput(f.log)
-	t.Cleanup(func() { log.SetOutput(prev) })
 	return f
 }
 

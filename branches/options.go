@@ -3,6 +3,7 @@ package branches
 import (
 	"errors"
 	"fmt"
+	"log"
 	"strings"
 
 	"github.com/strata-fs/strata/whiteout"
@@ -78,6 +79,19 @@ type Options struct {
 	Mount []string
 	// Compat is what fuse-overlayfs's options asked for (options_compat.go).
 	Compat Compat
+	// Logger receives what the stack has to say while it serves (such as
+	// falling back to aufs whiteouts); nil means the standard logger
+	// (log.Default()), where these messages went before it existed. The
+	// messages carry no program name: the logger's prefix gives it.
+	Logger *log.Logger
+}
+
+// logger is o.Logger, or the standard logger.
+func (o *Options) logger() *log.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return log.Default()
 }
 
 // Upper returns the top rw branch, if any.
@@ -245,6 +259,35 @@ func ParseOptions(items []string) (*Options, error) {
 		o.ReadOnly = true
 	}
 	return o, nil
+}
+
+// OptionDirs lists the directories one -o option string names (lowerdir,
+// upperdir, workdir, br or dirs), read with the escaping ParseOptions uses.
+// Other options are skipped, and so is a branch list that does not parse:
+// it reads another union daemon's command line (fuse-overlayfs,
+// unionfs-fuse, strata) to see which directories it uses.
+func OptionDirs(options string) []string {
+	var out []string
+	for _, kv := range splitUnescaped(options, ',') {
+		key, val, _ := strings.Cut(kv, "=")
+		switch {
+		case key == "lowerdir":
+			for _, p := range splitUnescaped(unquote(val), ':') {
+				out = append(out, unescape(p))
+			}
+		case key == "upperdir" || key == "workdir":
+			out = append(out, unescape(unquote(val)))
+		case key == "br" || key == "dirs" || strings.HasPrefix(kv, "br:"):
+			specs, err := parseAufsBranches(kv, unquote(strings.TrimPrefix(strings.TrimPrefix(kv, key+"="), "br:")))
+			if err != nil {
+				continue
+			}
+			for _, s := range specs {
+				out = append(out, s.Path)
+			}
+		}
+	}
+	return out
 }
 
 // parseAufsBranches reads "DIR[=PERM[+ATTR...]]:..."; the first branch

@@ -30,12 +30,9 @@ func (s *Stack) Names(dir *Entry) ([]Name, error) {
 	seen := map[string]bool{} // decided by a higher copy, shown or not
 	var out []Name
 	for _, layer := range dir.Layers {
-		ll, cached := index.listing(layer)
-		if !cached {
-			var err error
-			if ll.names, ll.hidden, err = listLayer(layer); err != nil {
-				return nil, fmt.Errorf("%s in %s: %w", dir.Path, layer.Branch.Path, err)
-			}
+		ll, err := index.listing(layer)
+		if err != nil {
+			return nil, fmt.Errorf("%s in %s: %w", dir.Path, layer.Branch.Path, err)
 		}
 		names, hidden := ll.names, ll.hidden
 		for _, e := range names {

@@ -138,8 +138,15 @@ const (
 	Marker
 )
 
+var verdictNames = [...]string{Absent: "absent", Serves: "serves", Merged: "merged", Hidden: "hidden", Marker: "whiteout"}
+
+// String names the verdict as explain prints it; a value outside the
+// constants above prints as "Verdict(n)" rather than panicking.
 func (v Verdict) String() string {
-	return [...]string{"absent", "serves", "merged", "hidden", "whiteout"}[v]
+	if v >= 0 && int(v) < len(verdictNames) {
+		return verdictNames[v]
+	}
+	return fmt.Sprintf("Verdict(%d)", int(v))
 }
 
 // Observation is what one branch held at a name, and what became of it.
@@ -157,6 +164,9 @@ type Observation struct {
 	// HiddenBy says, for Hidden, which higher branch hid the copy and with
 	// what (see Reason).
 	HiddenBy *Cause
+	// held is what the lookup read in the branch (readHeld), which
+	// ExplainPath reports.
+	held held
 }
 
 // Cause is what hides a lower copy: a marker, or an object of the union
@@ -274,16 +284,12 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation, fds *listing
 			}
 			parentMarkers = &m
 		}
-		l, err := whiteout.LookupName(dfd, c.name, *parentMarkers)
-		var childMarkers whiteout.DirMarkers
-		isDir := l.Present && l.St.Mode&unix.S_IFMT == unix.S_IFDIR
-		if err == nil && isDir {
-			childMarkers, err = readMarkersAt(b.fd, rel)
-		}
+		h, err := readHeld(b, dfd, c.name, rel, *parentMarkers)
 		if err != nil {
 			fds.release(b, dfd)
 			return nil, fmt.Errorf("%s in %s: %w", childPath, b.Path, err)
 		}
+		l, childMarkers, isDir := h.Lookup, h.markers, h.isDir()
 		if isDir && stopped == nil && childMarkers.Redirect != "" && !cands.allAt(i+1, childMarkers.Redirect) {
 			// A renamed directory: its lower copies are at the redirect
 			// path in every branch below this one (kernel redirect_dir),
@@ -340,6 +346,7 @@ func (s *Stack) lookup(dir *Entry, name string, obs *[]Observation, fds *listing
 		}
 		fds.release(b, dfd)
 		if obs != nil {
+			o.held = h
 			*obs = append(*obs, o)
 		}
 	}
@@ -493,34 +500,31 @@ func redirectPath(b *Branch, parent string) (pathWalk, error) {
 		if err != nil {
 			return w, err
 		}
+		next := path.Join(cur, comp)
 		m, err := whiteout.ReadDirMarkers(pfd, cur)
-		var l whiteout.Lookup
+		var h held
 		if err == nil {
-			l, err = whiteout.LookupName(pfd, comp, m)
+			h, err = readHeld(b, pfd, comp, next, m)
 		}
 		unix.Close(pfd)
 		if err != nil {
 			return w, err
 		}
 		switch {
-		case !l.Present && l.Hides != whiteout.NoMarker:
+		case !h.Present && h.Hides != whiteout.NoMarker:
 			return pathWalk{stop: true}, nil
-		case !l.Present:
+		case !h.Present:
 			w.absent = true
 			return w, nil
-		case l.St.Mode&unix.S_IFMT != unix.S_IFDIR:
+		case !h.isDir():
 			return pathWalk{stop: true}, nil
 		}
-		cur = path.Join(cur, comp)
-		cm, err := readMarkersAt(b.fd, cur)
-		if err != nil {
-			return w, err
-		}
-		if cm.Opaque != whiteout.NoMarker || l.Hides != whiteout.NoMarker {
+		cur = next
+		if h.markers.Opaque != whiteout.NoMarker || h.Hides != whiteout.NoMarker {
 			w.last = true
 		}
-		if cm.Redirect != "" {
-			w.rebase = path.Join(append([]string{cm.Redirect}, comps[k+1:]...)...)
+		if h.markers.Redirect != "" {
+			w.rebase = path.Join(append([]string{h.markers.Redirect}, comps[k+1:]...)...)
 		}
 	}
 	return w, nil
@@ -554,6 +558,66 @@ func (s *Stack) identity(e *Entry) uint64 {
 		return s.inos.number(uint64(e.St.Dev), e.St.Ino)
 	}
 	return s.inos.number(uint64(st.Dev), st.Ino)
+}
+
+// held is what one branch holds at one name, read the way resolution
+// reads it: the name looked up in its parent copy in every whiteout
+// dialect (a real object, a whiteout, or an aufs whiteout beside a real
+// object) and, for a directory, that copy's own markers.
+type held struct {
+	whiteout.Lookup
+	markers whiteout.DirMarkers // a directory's; zero otherwise
+}
+
+func (h held) isDir() bool { return h.Present && h.St.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+// readHeld reads what branch b holds at name in its directory dfd, whose
+// markers are pm; rel is the name's path in the branch. It is the one
+// reading of a copy of a name: lookup, redirectPath and ExplainPath (via
+// heldAt) all go through it, so explain reports what resolution saw.
+func readHeld(b *Branch, dfd int, name, rel string, pm whiteout.DirMarkers) (held, error) {
+	l, err := whiteout.LookupName(dfd, name, pm)
+	if err != nil {
+		return held{}, err
+	}
+	h := held{Lookup: l}
+	if h.isDir() {
+		h.markers, err = readMarkersAt(b.fd, rel)
+	}
+	return h, err
+}
+
+// heldAt reads what b holds at rel (a path in the branch, "." for its
+// root) straight from its parent, as a lookup does at a redirect's places
+// (the parent's markers read there). A missing parent, or one that is not
+// a directory, holds nothing.
+func (b *Branch) heldAt(rel string) (held, error) {
+	if rel == "." {
+		h := held{Lookup: whiteout.Lookup{Present: true}}
+		err := sys.Fstat(b.fd, &h.St)
+		if err == nil {
+			h.markers, err = readMarkersAt(b.fd, ".")
+		}
+		return h, err
+	}
+	parent, name := path.Split(rel)
+	parent = strings.TrimSuffix(parent, "/")
+	if parent == "" {
+		parent = "."
+	}
+	dfd, err := b.openDir(parent)
+	if errors.Is(err, unix.ENOENT) || sys.IsNotDir(err) {
+		return held{}, nil
+	}
+	if err != nil {
+		return held{}, err
+	}
+	defer b.closeDir(dfd)
+	pm, err := whiteout.ReadDirMarkers(dfd, parent)
+	if err != nil {
+		return held{}, err
+	}
+	return readHeld(b, dfd, name, rel, pm)
 }
 
 // readMarkersAt reads the directory markers of rel beneath the branch root.

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log"
 	"os"
 	"path"
 	"path/filepath"
@@ -160,7 +159,7 @@ func (s *Stack) writeWhiteout(dirFD int, name string) (whiteout.Format, error) {
 	s.w.mu.Lock()
 	if s.w.format == whiteout.Overlay {
 		s.w.format = whiteout.Aufs
-		log.Printf("strata: overlay whiteouts are not permitted here (%v); writing aufs whiteouts (.wh.<name>) from now on", err)
+		s.opts.logger().Printf("overlay whiteouts are not permitted here (%v); writing aufs whiteouts (.wh.<name>) from now on", err)
 	}
 	s.w.mu.Unlock()
 	w = s.whiteoutWriter()

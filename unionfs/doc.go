@@ -17,6 +17,6 @@
 // gidmapping= and squash_to_*. A stack without a writable branch is
 // mounted read-only.
 //
-// control.go is the mount's control channel: how `strata explain` and
-// `strata trace` reach a running daemon (see docs/CHOICES.md).
+// The mount's control channel (how `strata explain` and `strata trace`
+// reach a running daemon) is not node code: it is package control.
 package unionfs

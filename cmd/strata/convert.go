@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
-	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/procscan"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -40,7 +40,7 @@ is using.
 		return usageError("--to: %v", err)
 	}
 	dir := fl.Arg(0)
-	if user, err := branches.InUse(dir); err != nil {
+	if user, err := procscan.InUse(dir); err != nil {
 		return err
 	} else if user != "" {
 		return fmt.Errorf("%s is in use: %s; unmount it first", dir, user)

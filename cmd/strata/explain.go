@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
-	"github.com/strata-fs/strata/unionfs"
+	"github.com/strata-fs/strata/control"
 )
 
 func cmdExplain(args []string) error {
@@ -80,11 +80,11 @@ func openReadOnly(options []string) (*branches.Stack, error) {
 
 // explainMounted asks the daemon of the mount holding p.
 func explainMounted(p string) (*branches.Report, error) {
-	m, unionPath, err := unionfs.FindMount(p)
+	m, unionPath, err := control.FindMount(p)
 	if err != nil {
 		return nil, fmt.Errorf("%w; give -o OPTIONS to explain a union that is not mounted", err)
 	}
-	reply, err := m.Request(unionfs.ControlRequest{Op: "explain", Path: unionPath}, nil)
+	reply, err := m.Request(control.Request{Op: "explain", Path: unionPath}, nil)
 	if err != nil {
 		return nil, err
 	}

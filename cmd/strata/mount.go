@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/control"
 	"github.com/strata-fs/strata/unionfs"
 	"github.com/strata-fs/strata/whiteout"
 )
@@ -80,6 +81,10 @@ func mountUnion(f mountFlags, mountpoint string) error {
 		return err
 	}
 	opts.Whiteout = format
+	// The daemon's one logger: the stack's messages, go-fuse's and the
+	// control channel's all go to stderr, prefixed with the program.
+	logger := log.New(os.Stderr, "strata: ", log.LstdFlags)
+	opts.Logger = logger
 	applyCompat(opts, &f)
 	if f.readOnly {
 		opts.ReadOnly = true
@@ -105,7 +110,7 @@ func mountUnion(f mountFlags, mountpoint string) error {
 		ready = os.NewFile(uintptr(fd), "ready")
 	}
 	if f.foreground || f.debug || ready != nil {
-		return serve(stack, mountpoint, f, ready, trace)
+		return serve(stack, mountpoint, f, ready, trace, logger)
 	}
 	stack.Close()
 	trace.Close()
@@ -167,12 +172,11 @@ const daemonGCPercent = 50
 
 // serve mounts and serves until the mount goes away. ready, when set, is
 // told "ok" once the mount is live, or the error.
-func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.File, trace *os.File) error {
+func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.File, trace *os.File, logger *log.Logger) error {
 	defer stack.Close()
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(daemonGCPercent)
 	}
-	logger := log.New(os.Stderr, "strata: ", log.LstdFlags)
 	if f.cpuProfile != "" {
 		stop, err := startCPUProfile(f.cpuProfile)
 		if err != nil {
@@ -195,7 +199,7 @@ func serve(stack *branches.Stack, mountpoint string, f mountFlags, ready *os.Fil
 		trace.Close()
 		return err
 	}
-	if ctl, err := unionfs.ServeControl(stack, mountpoint, trace, logger); err != nil {
+	if ctl, err := control.Serve(stack, mountpoint, trace, logger); err != nil {
 		logger.Printf("%v; strata explain and strata trace will not reach this mount", err)
 	} else {
 		defer ctl.Close()

@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/strata-fs/strata/branches"
-	"github.com/strata-fs/strata/unionfs"
+	"github.com/strata-fs/strata/control"
 )
 
 const traceUsage = `Usage: strata trace on MOUNTPOINT FILE    write the decision trace of a running mount to FILE ("-": standard output)
@@ -36,7 +36,7 @@ func cmdTrace(args []string) error {
 		if err != nil {
 			return err
 		}
-		_, err = m.Request(unionfs.ControlRequest{Op: "trace"}, nil)
+		_, err = m.Request(control.Request{Op: "trace"}, nil)
 		return err
 	}
 	return usageError("trace takes 'on MOUNTPOINT FILE' or 'off MOUNTPOINT'; see 'strata trace --help'")
@@ -47,7 +47,7 @@ func traceOn(mountpoint, file string) error {
 	if err != nil {
 		return err
 	}
-	if in, _, err := unionfs.FindMount(file); err == nil && in.MountPoint == m.MountPoint {
+	if in, _, err := control.FindMount(file); err == nil && in.MountPoint == m.MountPoint {
 		return fmt.Errorf("trace file %s: may not be inside the mount it traces", file)
 	}
 	out := os.Stdout
@@ -57,7 +57,7 @@ func traceOn(mountpoint, file string) error {
 		}
 		defer out.Close()
 	}
-	_, err = m.Request(unionfs.ControlRequest{Op: "trace", On: true}, out)
+	_, err = m.Request(control.Request{Op: "trace", On: true}, out)
 	return err
 }
 
@@ -71,8 +71,8 @@ func openTraceFile(file string) (*os.File, error) {
 }
 
 // controlOf finds the strata mount at (or holding) mountpoint.
-func controlOf(mountpoint string) (*unionfs.MountedUnion, error) {
-	m, _, err := unionfs.FindMount(mountpoint)
+func controlOf(mountpoint string) (*control.MountedUnion, error) {
+	m, _, err := control.FindMount(mountpoint)
 	return m, err
 }
 

@@ -32,6 +32,9 @@ type ApplyOptions struct {
 	// Progress, if non-nil, is called with bytes of tar stream consumed so
 	// far (for a CLI progress line).
 	Progress func(n int64)
+	// Logger receives the note that Apply fell back to aufs whiteouts;
+	// nil means the standard logger (log.Default()), where it went before.
+	Logger *log.Logger
 }
 
 // Apply unpacks an OCI image-spec layer tar into dir. Atomic: it builds the
@@ -381,7 +384,11 @@ func (u *unpacker) writeWhiteout(dirFD int, name string) error {
 	if !errors.Is(err, whiteout.ErrWhiteoutDenied) {
 		return err
 	}
-	log.Printf("strata: overlay whiteouts are not permitted here (%v); applying the rest of this layer with aufs whiteouts (.wh.<name>)", err)
+	logger := u.opts.Logger
+	if logger == nil {
+		logger = log.Default()
+	}
+	logger.Printf("overlay whiteouts are not permitted here (%v); applying the rest of this layer with aufs whiteouts (.wh.<name>)", err)
 	u.wo.Format = whiteout.Aufs
 	return u.wo.Whiteout(dirFD, name)
 }

@@ -1,4 +1,30 @@
-package unionfs
+// Package control is the control channel of a strata mount: how `strata
+// explain PATH` and `strata trace on|off` reach the daemon serving PATH.
+// The daemon serves it (Serve) beside its FUSE server; the CLI finds the
+// mount from a path and asks it (FindMount, MountedUnion.Request). It
+// talks to branches.Stack only, never to the FUSE layer.
+//
+// The channel is a Unix socket in the abstract namespace named after
+// the mount's device number ("@strata/0:57/control"): the client finds
+// that number in /proc/self/mountinfo from the path alone, so any path
+// works, including one the union does not show (a whited-out name, the
+// usual question), a symlink, or a special file, which virtual xattrs could not serve
+// (getxattr needs an existing object, and user.* xattrs exist only on
+// files and directories). An abstract socket leaves nothing in the
+// filesystem to clean up and goes away with the daemon.
+//
+// Access: anyone may connect, so the daemon checks the caller's
+// credentials (SO_PEERCRED) and answers only root and the user the daemon
+// runs as (the mount's owner); everyone else gets a refusal and nothing
+// else. The client checks the other way round: the socket must belong to
+// the uid the kernel records as the mount's owner (user_id= in
+// mountinfo), so another user squatting the name cannot answer for the
+// mount.
+//
+// Protocol: one request per connection, a Request as JSON in one
+// message (with a descriptor attached for "trace on"); the answer is a
+// Reply as JSON, then the daemon closes the connection.
+package control
 
 import (
 	"encoding/json"
@@ -20,32 +46,8 @@ import (
 	"github.com/strata-fs/strata/internal/sys"
 )
 
-// The control channel of a mount: how `strata explain PATH` and `strata
-// trace on|off` reach the daemon serving PATH.
-//
-// It is a Unix socket in the abstract namespace named after the mount's
-// device number ("@strata/0:57/control"): the client finds that number in
-// /proc/self/mountinfo from the path alone, so any path works, including
-// one the union does not show (a whited-out name, the usual question), a
-// symlink, or a special file, which virtual xattrs could not serve
-// (getxattr needs an existing object, and user.* xattrs exist only on
-// files and directories). An abstract socket leaves nothing in the
-// filesystem to clean up and goes away with the daemon.
-//
-// Access: anyone may connect, so the daemon checks the caller's
-// credentials (SO_PEERCRED) and answers only root and the user the daemon
-// runs as (the mount's owner); everyone else gets a refusal and nothing
-// else. The client checks the other way round: the socket must belong to
-// the uid the kernel records as the mount's owner (user_id= in
-// mountinfo), so another user squatting the name cannot answer for the
-// mount.
-//
-// Protocol: one request per connection, a ControlRequest as JSON in one
-// message (with a descriptor attached for "trace on"); the answer is a
-// ControlReply as JSON, then the daemon closes the connection.
-
-// ControlRequest is one request on the control channel.
-type ControlRequest struct {
+// Request is one request on the control channel.
+type Request struct {
 	// Op is "explain" or "trace".
 	Op string `json:"op"`
 	// Path is the union path to explain.
@@ -55,8 +57,8 @@ type ControlRequest struct {
 	On bool `json:"on,omitempty"`
 }
 
-// ControlReply answers a ControlRequest.
-type ControlReply struct {
+// Reply answers a Request.
+type Reply struct {
 	Error  string           `json:"error,omitempty"`
 	Report *branches.Report `json:"report,omitempty"`
 }
@@ -66,16 +68,16 @@ type ControlReply struct {
 var ErrRefused = errors.New("refused by the mount's daemon")
 
 const (
-	controlRequestMax = 64 << 10
-	controlTimeout    = 30 * time.Second
+	requestMax  = 64 << 10
+	connTimeout = 30 * time.Second
 )
 
-func controlAddress(major, minor uint32) string {
+func address(major, minor uint32) string {
 	return fmt.Sprintf("@strata/%d:%d/control", major, minor)
 }
 
-// Control serves the control channel of one mount.
-type Control struct {
+// Channel serves the control channel of one mount.
+type Channel struct {
 	ln    *net.UnixListener
 	stack *branches.Stack
 	owner uint32
@@ -87,11 +89,11 @@ type Control struct {
 	wg    sync.WaitGroup
 }
 
-// ServeControl starts the control channel of the mount of stack at
+// Serve starts the control channel of the mount of stack at
 // mountpoint (already mounted). trace, when not nil, is the trace file the
 // stack already writes to (strata mount --trace): the channel takes it
 // over, and closes it when the trace is turned off or replaced.
-func ServeControl(stack *branches.Stack, mountpoint string, trace *os.File, logger *log.Logger) (*Control, error) {
+func Serve(stack *branches.Stack, mountpoint string, trace *os.File, logger *log.Logger) (*Channel, error) {
 	if logger == nil {
 		logger = log.Default()
 	}
@@ -99,26 +101,26 @@ func ServeControl(stack *branches.Stack, mountpoint string, trace *os.File, logg
 	if err := unix.Stat(mountpoint, &st); err != nil {
 		return nil, fmt.Errorf("control channel: %w", err)
 	}
-	addr := &net.UnixAddr{Name: controlAddress(unix.Major(st.Dev), unix.Minor(st.Dev)), Net: "unix"}
+	addr := &net.UnixAddr{Name: address(unix.Major(st.Dev), unix.Minor(st.Dev)), Net: "unix"}
 	ln, err := net.ListenUnix("unix", addr)
 	if err != nil {
 		return nil, fmt.Errorf("control channel %s: %w", addr.Name, err)
 	}
-	c := &Control{ln: ln, stack: stack, owner: uint32(os.Geteuid()), dev: uint64(st.Dev), log: logger, trace: trace}
+	c := &Channel{ln: ln, stack: stack, owner: uint32(os.Geteuid()), dev: uint64(st.Dev), log: logger, trace: trace}
 	c.wg.Add(1)
 	go c.serve()
 	return c, nil
 }
 
 // Close stops the channel and closes the trace file it owns.
-func (c *Control) Close() error {
+func (c *Channel) Close() error {
 	err := c.ln.Close()
 	c.wg.Wait()
 	c.setTrace(nil)
 	return err
 }
 
-func (c *Control) serve() {
+func (c *Channel) serve() {
 	defer c.wg.Done()
 	for {
 		conn, err := c.ln.AcceptUnix()
@@ -132,7 +134,7 @@ func (c *Control) serve() {
 		go func() {
 			defer c.wg.Done()
 			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(controlTimeout))
+			conn.SetDeadline(time.Now().Add(connTimeout))
 			reply := c.handle(conn)
 			if b, err := json.Marshal(reply); err == nil {
 				conn.Write(b)
@@ -145,64 +147,64 @@ func (c *Control) serve() {
 // neither root nor the mount's owner. The request is read first even then,
 // so that the refusal reaches the caller (closing a socket with unread
 // data resets the connection).
-func (c *Control) handle(conn *net.UnixConn) ControlReply {
-	buf, oob := make([]byte, controlRequestMax), make([]byte, unix.CmsgSpace(4))
+func (c *Channel) handle(conn *net.UnixConn) Reply {
+	buf, oob := make([]byte, requestMax), make([]byte, unix.CmsgSpace(4))
 	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
 	if err != nil {
-		return ControlReply{Error: "reading the request: " + err.Error()}
+		return Reply{Error: "reading the request: " + err.Error()}
 	}
 	fds := receivedFDs(oob[:oobn])
 	cred, err := peerCred(conn)
 	if err != nil {
 		closeAll(fds)
-		return ControlReply{Error: err.Error()}
+		return Reply{Error: err.Error()}
 	}
 	if cred.Uid != 0 && cred.Uid != c.owner {
 		closeAll(fds)
-		return ControlReply{Error: fmt.Sprintf("%v: uid %d is neither root nor the owner of this mount (uid %d)", ErrRefused, cred.Uid, c.owner)}
+		return Reply{Error: fmt.Sprintf("%v: uid %d is neither root nor the owner of this mount (uid %d)", ErrRefused, cred.Uid, c.owner)}
 	}
-	var req ControlRequest
+	var req Request
 	if err := json.Unmarshal(buf[:n], &req); err != nil {
 		closeAll(fds)
-		return ControlReply{Error: "bad request: " + err.Error()}
+		return Reply{Error: "bad request: " + err.Error()}
 	}
 	switch req.Op {
 	case "explain":
 		closeAll(fds)
 		r, err := c.stack.ExplainPath(req.Path)
 		if err != nil {
-			return ControlReply{Error: err.Error()}
+			return Reply{Error: err.Error()}
 		}
-		return ControlReply{Report: r}
+		return Reply{Report: r}
 	case "trace":
 		if !req.On {
 			closeAll(fds)
 			c.setTrace(nil)
-			return ControlReply{}
+			return Reply{}
 		}
 		if len(fds) != 1 {
 			closeAll(fds)
-			return ControlReply{Error: "trace on: send exactly one descriptor to write the trace to"}
+			return Reply{Error: "trace on: send exactly one descriptor to write the trace to"}
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(fds[0], &st); err != nil || uint64(st.Dev) == c.dev {
 			// Writing it would send the daemon requests from inside a
 			// decision it is tracing.
 			closeAll(fds)
-			return ControlReply{Error: "trace on: the trace file may not be inside the mount it traces"}
+			return Reply{Error: "trace on: the trace file may not be inside the mount it traces"}
 		}
 		if err := c.setTrace(os.NewFile(uintptr(fds[0]), "trace")); err != nil {
-			return ControlReply{Error: "trace on: " + err.Error()}
+			return Reply{Error: "trace on: " + err.Error()}
 		}
-		return ControlReply{}
+		return Reply{}
 	}
 	closeAll(fds)
-	return ControlReply{Error: fmt.Sprintf("unknown request %q", req.Op)}
+	return Reply{Error: fmt.Sprintf("unknown request %q", req.Op)}
 }
 
 // setTrace points the stack's trace at f (nil: off) and closes the file
 // it wrote to before.
-func (c *Control) setTrace(f *os.File) error {
+func (c *Channel) setTrace(f *os.File) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f == nil {
@@ -301,7 +303,7 @@ func FindMount(p string) (*MountedUnion, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("strata mount at %s: %w", m.MountPoint, err)
 	}
-	return &MountedUnion{MountPoint: m.MountPoint, Owner: owner, addr: controlAddress(m.Major, m.Minor)}, unionPath, nil
+	return &MountedUnion{MountPoint: m.MountPoint, Owner: owner, addr: address(m.Major, m.Minor)}, unionPath, nil
 }
 
 // mountOwner reads user_id= from a FUSE mount's options.
@@ -318,13 +320,13 @@ func mountOwner(superOptions string) (uint32, error) {
 // Request sends req to the mount's daemon, with f's descriptor attached
 // when f is not nil, and returns the answer. An answer carrying an error
 // is returned as that error.
-func (m *MountedUnion) Request(req ControlRequest, f *os.File) (*ControlReply, error) {
+func (m *MountedUnion) Request(req Request, f *os.File) (*Reply, error) {
 	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: m.addr, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("strata mount at %s: cannot reach its daemon's control channel: %w", m.MountPoint, err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(controlTimeout))
+	conn.SetDeadline(time.Now().Add(connTimeout))
 	cred, err := peerCred(conn)
 	if err != nil {
 		return nil, err
@@ -343,7 +345,7 @@ func (m *MountedUnion) Request(req ControlRequest, f *os.File) (*ControlReply, e
 	if _, _, err := conn.WriteMsgUnix(msg, oob, nil); err != nil && !errors.Is(err, unix.EPIPE) {
 		return nil, fmt.Errorf("strata mount at %s: %w", m.MountPoint, err)
 	}
-	var reply ControlReply
+	var reply Reply
 	if err := json.NewDecoder(conn).Decode(&reply); err != nil {
 		return nil, fmt.Errorf("strata mount at %s: reading the answer: %w", m.MountPoint, err)
 	}
