@@ -191,4 +191,4 @@ func canonicalOrSelf(p string) string {
 
 // overlaps reports whether a and b are the same directory or one is inside
 // the other.
-func overlaps(a, b string) bool { return a == b || within(a, b) || within(b, a) }
+func overlaps(a, b string) bool { return sys.PathWithin(a, b) || sys.PathWithin(b, a) }

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-fs/strata/internal/sys"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -41,7 +41,7 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 		return err
 	}
 	full := path.Join(newDir.Path, newName)
-	if src.IsDir() && (newDir.Path == src.Path || strings.HasPrefix(newDir.Path, src.Path+"/")) {
+	if src.IsDir() && sys.PathWithin(newDir.Path, src.Path) {
 		return fmt.Errorf("%s: a directory cannot move into itself: %w", full, unix.EINVAL)
 	}
 	switch {

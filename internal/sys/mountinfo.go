@@ -85,7 +85,7 @@ func MountOf(mounts []Mount, p string) (Mount, bool) {
 	var best Mount
 	found := false
 	for _, m := range mounts {
-		if !pathWithin(p, m.MountPoint) {
+		if !PathWithin(p, m.MountPoint) {
 			continue
 		}
 		if !found || len(m.MountPoint) >= len(best.MountPoint) {
@@ -93,9 +93,4 @@ func MountOf(mounts []Mount, p string) (Mount, bool) {
 		}
 	}
 	return best, found
-}
-
-// pathWithin reports whether p is dir or below it.
-func pathWithin(p, dir string) bool {
-	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
 }
