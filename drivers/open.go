@@ -323,7 +323,7 @@ func processAlive(pid string) bool {
 	return err == nil || errors.Is(err, unix.EPERM)
 }
 
-func mountedBelow(mounts map[string]string, dir string) bool {
+func mountedBelow(mounts map[string]bool, dir string) bool {
 	for m := range mounts {
 		if sys.PathWithin(m, dir) {
 			return true
