@@ -128,8 +128,8 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 			if err != nil && unix.Renameat2(upper.work(), aside, newFD, newName, unix.RENAME_NOREPLACE) == nil {
 				return err // refused: the destination is back as it was
 			}
-			// Replaced. What removeAll leaves, the next Open clears.
-			removeAll(upper.work(), aside)
+			// Replaced. What sys.RemoveAll leaves, the next Open clears.
+			sys.RemoveAll(upper.work(), aside)
 			return err
 		})
 	})

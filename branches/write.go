@@ -434,7 +434,7 @@ func (s *Stack) buildNew(rw *rwBranch, obj NewObject, access, def []byte) (tmp s
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		removeAll(work, tmp)
+		sys.RemoveAll(work, tmp)
 		return "", -1, err
 	}
 	if err := unix.Fchownat(work, tmp, int(obj.Uid), int(obj.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.EPERM) {
@@ -462,12 +462,12 @@ func (s *Stack) place(rw *rwBranch, markers whiteout.DirMarkers, dirFD int, name
 		return err
 	}
 	if l.Present {
-		removeAll(work, tmp)
+		sys.RemoveAll(work, tmp)
 		return unix.EEXIST
 	}
 	if isDir && l.Hides != whiteout.NoMarker {
 		if err := s.makeOpaque(work, tmp); err != nil {
-			removeAll(work, tmp)
+			sys.RemoveAll(work, tmp)
 			return err
 		}
 	}
@@ -477,7 +477,7 @@ func (s *Stack) place(rw *rwBranch, markers whiteout.DirMarkers, dirFD int, name
 			// A directory cannot replace a non-directory: swap them, then
 			// drop the whiteout, now in the workdir.
 			if err := unix.Renameat2(work, tmp, dirFD, name, unix.RENAME_EXCHANGE); err != nil {
-				removeAll(work, tmp)
+				sys.RemoveAll(work, tmp)
 				return err
 			}
 			return unix.Unlinkat(work, tmp, 0)
@@ -493,7 +493,7 @@ func (s *Stack) place(rw *rwBranch, markers whiteout.DirMarkers, dirFD int, name
 		err = unix.Renameat2(work, tmp, dirFD, name, unix.RENAME_NOREPLACE)
 	}
 	if err != nil {
-		removeAll(work, tmp)
+		sys.RemoveAll(work, tmp)
 	}
 	return err
 }
@@ -614,7 +614,7 @@ func (s *Stack) discard(rw *rwBranch, dirFD int, name string, isDir bool) error 
 	if err := unix.Renameat(dirFD, name, work, tmp); err != nil {
 		return err
 	}
-	return removeAll(work, tmp)
+	return sys.RemoveAll(work, tmp)
 }
 
 // replaceWithWhiteout swaps an upper object for a whiteout, so that the
@@ -634,7 +634,7 @@ func (s *Stack) replaceWithWhiteout(rw *rwBranch, dirFD int, name string, isDir 
 				unix.Unlinkat(work, tmp, 0)
 				return err
 			}
-			return removeAll(work, tmp)
+			return sys.RemoveAll(work, tmp)
 		}
 		unix.Unlinkat(work, whiteout.AufsName(tmp), 0) // fell back just now
 	}
@@ -644,32 +644,4 @@ func (s *Stack) replaceWithWhiteout(rw *rwBranch, dirFD int, name string, isDir 
 		return err
 	}
 	return s.discard(rw, dirFD, name, isDir)
-}
-
-// removeAll deletes name in dirFD and, for a directory, everything in it.
-func removeAll(dirFD int, name string) error {
-	err := unix.Unlinkat(dirFD, name, 0)
-	if err == nil || errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
-		return err
-	}
-	fd, err := unix.Openat(dirFD, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	entries, err := sys.ReadDir(fd, ".")
-	if err == nil {
-		for _, e := range entries {
-			if err = removeAll(fd, e.Name); err != nil {
-				break
-			}
-		}
-	}
-	unix.Close(fd)
-	if err != nil {
-		return err
-	}
-	return unix.Unlinkat(dirFD, name, unix.AT_REMOVEDIR)
 }

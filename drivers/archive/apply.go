@@ -401,7 +401,7 @@ func (u *unpacker) whiteout(dir entryPath, name string) error {
 		if u.created[p.String()] {
 			return nil // the same layer's object: a whiteout hides lower ones only
 		}
-		return removeAllAt(fd, name)
+		return sys.RemoveAll(fd, name)
 	}
 	if u.underOpaque(dir) {
 		return nil // everything below is hidden already
@@ -427,7 +427,7 @@ func (u *unpacker) whiteout(dir entryPath, name string) error {
 		return nil // already a whiteout
 	case ok:
 		// Content the layer held before this tar: the tar deletes it.
-		if err := removeAllAt(fd, name); err != nil {
+		if err := sys.RemoveAll(fd, name); err != nil {
 			return err
 		}
 	}
@@ -481,7 +481,7 @@ func (u *unpacker) clearBelow(dirFD int, dir entryPath) error {
 			}
 		case keep:
 		default:
-			if err := removeAllAt(dirFD, e.Name); err != nil {
+			if err := sys.RemoveAll(dirFD, e.Name); err != nil {
 				return err
 			}
 		}
