@@ -418,7 +418,7 @@ func (s *Stack) buildNew(rw *rwBranch, obj NewObject, access, def []byte) (tmp s
 	perm := obj.Mode & 0o7777
 	switch obj.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		flags := obj.OpenFlags&(unix.O_ACCMODE|unix.O_APPEND|unix.O_DIRECT|unix.O_SYNC|unix.O_DSYNC) | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC
+		flags := ReopenFlags(obj.OpenFlags) | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC
 		fd, err = unix.Openat(work, tmp, flags, 0o600)
 	case unix.S_IFDIR:
 		err = unix.Mkdirat(work, tmp, 0o700)

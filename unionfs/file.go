@@ -115,7 +115,7 @@ func (n *Node) openFile(e *branches.Entry, fd int, flags int) (fs.FileHandle, ui
 		lb:          lb,
 		node:        n,
 		branch:      e.Top().Branch,
-		flags:       flags &^ (unix.O_TRUNC | unix.O_CREAT | unix.O_EXCL),
+		flags:       branches.ReopenFlags(flags),
 	}
 	n.u.openMu.Lock()
 	defer n.u.openMu.Unlock()
