@@ -4,11 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log"
 	"os"
 	"path"
 	"path/filepath"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -38,14 +36,9 @@ type writeState struct {
 	// ns is the xattr namespace of the union's own attributes: "trusted."
 	// as root, "user." otherwise.
 	ns string
-
-	mu     sync.Mutex
-	format whiteout.Format // may fall back from overlay to aufs once
-
-	// mkWhiteout writes one whiteout; nil means whiteout.Writer.Whiteout.
-	// Tests set it to refuse the overlay form as mknod does for some
-	// unprivileged users, which root cannot otherwise see.
-	mkWhiteout func(w whiteout.Writer, dirFD int, name string) error
+	// wo writes markers in the mount's format, which may fall back from
+	// overlay to aufs once.
+	wo *whiteout.FallbackWriter
 }
 
 // rwBranch is a writable branch with the workdir its changes are built in
@@ -65,7 +58,11 @@ func (s *Stack) openWriteState() (*writeState, error) {
 	if s.Upper() == nil {
 		return nil, nil
 	}
-	w := &writeState{rw: map[*Branch]*rwBranch{}, ns: bookkeepingNamespace(), format: s.opts.Whiteout}
+	ns := bookkeepingNamespace()
+	w := &writeState{
+		rw: map[*Branch]*rwBranch{}, ns: ns,
+		wo: whiteout.NewFallbackWriter(whiteout.Writer{Format: s.opts.Whiteout, XattrNamespace: ns}, "from now on"),
+	}
 	for _, b := range s.branches {
 		if b.Perm != RW {
 			continue
@@ -136,34 +133,14 @@ func (s *Stack) storedIno(dirFD int, name string) uint64 {
 func encodeIno(ino uint64) []byte { return binary.LittleEndian.AppendUint64(nil, ino) }
 
 // whiteoutWriter is the writer of the current format.
-func (s *Stack) whiteoutWriter() whiteout.Writer {
-	s.w.mu.Lock()
-	defer s.w.mu.Unlock()
-	return whiteout.Writer{Format: s.w.format, XattrNamespace: s.w.ns}
-}
+func (s *Stack) whiteoutWriter() whiteout.Writer { return s.w.wo.Writer() }
 
 // writeWhiteout makes a whiteout for name in the upper directory dirFD and
 // says which format it wrote. When overlay whiteouts are refused (mknod
-// EPERM, as for unprivileged users on older kernels), it switches the mount
-// to aufs whiteouts and says so once.
+// EPERM, as for unprivileged users on older kernels), the mount switches
+// to aufs whiteouts and says so once (whiteout.FallbackWriter).
 func (s *Stack) writeWhiteout(dirFD int, name string) (whiteout.Format, error) {
-	mk := whiteout.Writer.Whiteout
-	if s.w.mkWhiteout != nil {
-		mk = s.w.mkWhiteout
-	}
-	w := s.whiteoutWriter()
-	err := mk(w, dirFD, name)
-	if !errors.Is(err, whiteout.ErrWhiteoutDenied) {
-		return w.Format, err
-	}
-	s.w.mu.Lock()
-	if s.w.format == whiteout.Overlay {
-		s.w.format = whiteout.Aufs
-		log.Printf("strata: overlay whiteouts are not permitted here (%v); writing aufs whiteouts (.wh.<name>) from now on", err)
-	}
-	s.w.mu.Unlock()
-	w = s.whiteoutWriter()
-	return w.Format, mk(w, dirFD, name)
+	return s.w.wo.Whiteout(dirFD, name)
 }
 
 func (s *Stack) checkWritable() error {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"os"
 	"strings"
 
@@ -77,7 +76,7 @@ type unpacker struct {
 	st   *stage
 	root int // the staging tree
 	opts ApplyOptions
-	wo   whiteout.Writer
+	wo   *whiteout.FallbackWriter
 	// seen: every entry name met, to refuse duplicates.
 	seen map[string]bool
 	// created: objects this tar made (its own entries and the parent
@@ -107,7 +106,7 @@ func newUnpacker(st *stage, opts ApplyOptions) *unpacker {
 	}
 	return &unpacker{
 		st: st, root: st.treeFD, opts: opts,
-		wo:      whiteout.Writer{Format: opts.Format, XattrNamespace: ns},
+		wo:      whiteout.NewFallbackWriter(whiteout.Writer{Format: opts.Format, XattrNamespace: ns}, "for the rest of this layer"),
 		seen:    map[string]bool{},
 		created: map[string]bool{},
 		holds:   map[string]bool{},
@@ -371,19 +370,7 @@ func (u *unpacker) makeOpaque(dirFD int, p entryPath) error {
 		return err
 	}
 	defer unix.Close(fd)
-	return u.wo.MakeOpaque(fd)
-}
-
-// writeWhiteout writes a whiteout for name in dirFD in the chosen format,
-// falling back to aufs form when overlay whiteouts are not permitted.
-func (u *unpacker) writeWhiteout(dirFD int, name string) error {
-	err := u.wo.Whiteout(dirFD, name)
-	if !errors.Is(err, whiteout.ErrWhiteoutDenied) {
-		return err
-	}
-	log.Printf("strata: overlay whiteouts are not permitted here (%v); applying the rest of this layer with aufs whiteouts (.wh.<name>)", err)
-	u.wo.Format = whiteout.Aufs
-	return u.wo.Whiteout(dirFD, name)
+	return u.wo.Writer().MakeOpaque(fd)
 }
 
 // whiteout applies ".wh.name" in the directory dir.
@@ -431,7 +418,8 @@ func (u *unpacker) whiteout(dir entryPath, name string) error {
 			return err
 		}
 	}
-	return u.writeWhiteout(fd, name)
+	_, err = u.wo.Whiteout(fd, name)
+	return err
 }
 
 // opaque applies ".wh..wh..opq" in the directory dir: everything lower
@@ -451,7 +439,7 @@ func (u *unpacker) opaque(dir entryPath) error {
 	if u.opts.Flatten {
 		return nil
 	}
-	return u.wo.MakeOpaque(fd)
+	return u.wo.Writer().MakeOpaque(fd)
 }
 
 // clearBelow removes what the directory dirFD (dir in the tree) holds that
