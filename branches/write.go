@@ -58,7 +58,7 @@ func (s *Stack) openWriteState() (*writeState, error) {
 	if s.Upper() == nil {
 		return nil, nil
 	}
-	ns := bookkeepingNamespace()
+	ns := whiteout.WritableNamespace()
 	w := &writeState{
 		rw: map[*Branch]*rwBranch{}, ns: ns,
 		wo: whiteout.NewFallbackWriter(whiteout.Writer{Format: s.opts.Whiteout, XattrNamespace: ns}, "from now on"),

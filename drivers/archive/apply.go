@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -100,10 +99,7 @@ type unpacker struct {
 const plnkDir = whiteout.AufsMetaPrefix + "plnk"
 
 func newUnpacker(st *stage, opts ApplyOptions) *unpacker {
-	ns := "user."
-	if os.Geteuid() == 0 {
-		ns = "trusted."
-	}
+	ns := whiteout.WritableNamespace()
 	return &unpacker{
 		st: st, root: st.treeFD, opts: opts,
 		wo:      whiteout.NewFallbackWriter(whiteout.Writer{Format: opts.Format, XattrNamespace: ns}, "for the rest of this layer"),
