@@ -33,8 +33,8 @@ type writeState struct {
 	// rw holds every rw branch: a change to an existing object goes to the
 	// nearest one at or above the branch that serves it.
 	rw map[*Branch]*rwBranch
-	// ns is the xattr namespace of the union's own attributes: "trusted."
-	// as root, "user." otherwise.
+	// ns is the xattr namespace of the union's own attributes
+	// (whiteout.WritableNamespace).
 	ns string
 	// wo writes markers in the mount's format, which may fall back from
 	// overlay to aufs once.
