@@ -1,10 +1,8 @@
 package branches
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,29 +27,6 @@ func (s *Stack) checkBranchesWritable() error {
 		}
 	}
 	return nil
-}
-
-// bookkeepingNamespace is the xattr namespace of the union's own
-// attributes (opaque markers, redirects, inode numbers). trusted. needs
-// CAP_SYS_ADMIN in the initial user namespace: root inside a user
-// namespace (rootless podman runs its mount program there) is refused
-// with EPERM, so it uses user., as an unprivileged user does and as
-// kernel overlay does with userxattr.
-func bookkeepingNamespace() string {
-	if os.Geteuid() == 0 && inInitialUserNamespace() {
-		return "trusted."
-	}
-	return "user."
-}
-
-// inInitialUserNamespace reports whether this process's user namespace is
-// the initial one, whose uid_map maps every id to itself.
-func inInitialUserNamespace() bool {
-	data, err := os.ReadFile("/proc/self/uid_map")
-	if err != nil {
-		return true // no /proc: assume the plain case
-	}
-	return bytes.Equal(bytes.Join(bytes.Fields(data), []byte(" ")), []byte("0 0 4294967295"))
 }
 
 // checkRedirectAllowed refuses, with redirect_dir=off or follow, to move

@@ -3,8 +3,8 @@ package branches
 // The overlay-whiteout fallback (docs/UNION-SEMANTICS.md,
 // "Whiteout formats"): when mknod of a char 0/0 is refused, the stack
 // switches to aufs whiteouts, says so once, and leaves nothing behind. Root
-// may always mknod, so the refusal is injected through
-// writeState.mkWhiteout.
+// may always mknod, so the refusal is injected through the
+// FallbackWriter's Mknod.
 
 import (
 	"bytes"
@@ -96,7 +96,7 @@ func newFallbackStack(t *testing.T, denyWith error, upper, lower []string) *fall
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.s.Close() })
-	f.s.w.mkWhiteout = func(w whiteout.Writer, dirFD int, name string) error {
+	f.s.w.wo.Mknod = func(w whiteout.Writer, dirFD int, name string) error {
 		if w.Format != whiteout.Overlay {
 			return w.Whiteout(dirFD, name)
 		}
@@ -304,7 +304,7 @@ func TestWhiteoutFallbackOtherErrors(t *testing.T) {
 		t.Errorf("logged %q", f.log.String())
 	}
 	f.denyWith = nil
-	f.s.w.mkWhiteout = nil // the real mknod: root may make char 0/0
+	f.s.w.wo.Mknod = nil // the real mknod: root may make char 0/0
 	if err := f.s.Remove(f.resolve(t, "d"), "lf", false); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}

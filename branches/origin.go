@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/whiteout"
 )
 
 // Where a copy-up came from. Kernel overlay records the origin of a
@@ -28,7 +29,7 @@ func (s *Stack) xattrNamespace() string {
 	if s.w != nil {
 		return s.w.ns
 	}
-	return bookkeepingNamespace()
+	return whiteout.WritableNamespace()
 }
 
 func (s *Stack) originXattr() string { return s.xattrNamespace() + "strata.origin" }

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-fs/strata/internal/sys"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -42,7 +42,7 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 		return err
 	}
 	full := path.Join(newDir.Path, newName)
-	if src.IsDir() && (newDir.Path == src.Path || strings.HasPrefix(newDir.Path, src.Path+"/")) {
+	if src.IsDir() && sys.PathWithin(newDir.Path, src.Path) {
 		return fmt.Errorf("%s: a directory cannot move into itself: %w", full, unix.EINVAL)
 	}
 	switch {
@@ -129,8 +129,8 @@ func (s *Stack) Rename(oldDir *Entry, oldName string, newDir *Entry, newName str
 			if err != nil && unix.Renameat2(upper.work(), aside, newFD, newName, unix.RENAME_NOREPLACE) == nil {
 				return err // refused: the destination is back as it was
 			}
-			// Replaced. What removeAll leaves, the next Open clears.
-			removeAll(upper.work(), aside)
+			// Replaced. What sys.RemoveAll leaves, the next Open clears.
+			sys.RemoveAll(upper.work(), aside)
 			return err
 		})
 	})

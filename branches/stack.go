@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -148,9 +147,9 @@ func Open(o *Options, mountpoint string) (*Stack, error) {
 			switch {
 			case a.path == b.path:
 				return nil, &BranchError{Role: a.role, Path: a.given, Err: ErrDuplicate, Detail: fmt.Sprintf("same directory as %s %s", b.role, b.given)}
-			case within(a.path, b.path):
+			case sys.PathWithin(a.path, b.path):
 				return nil, &BranchError{Role: a.role, Path: a.given, Err: ErrNested, Detail: fmt.Sprintf("inside %s %s", b.role, b.given)}
-			case within(b.path, a.path):
+			case sys.PathWithin(b.path, a.path):
 				return nil, &BranchError{Role: b.role, Path: b.given, Err: ErrNested, Detail: fmt.Sprintf("inside %s %s", a.role, a.given)}
 			}
 		}
@@ -166,9 +165,10 @@ func Open(o *Options, mountpoint string) (*Stack, error) {
 		// would make the union contain itself.
 		for _, a := range all {
 			switch {
-			case within(a.path, m):
+			case a.path == m: // over the branch itself: allowed
+			case sys.PathWithin(a.path, m):
 				return nil, &BranchError{Role: a.role, Path: a.given, Err: ErrNested, Detail: "inside the mountpoint " + mountpoint}
-			case within(m, a.path):
+			case sys.PathWithin(m, a.path):
 				return nil, &BranchError{Role: "mountpoint", Path: mountpoint, Err: ErrNested, Detail: fmt.Sprintf("inside %s %s", a.role, a.given)}
 			}
 		}
@@ -250,14 +250,6 @@ func canonicalDir(role, p string) (string, error) {
 		return "", &BranchError{Role: role, Path: p, Err: ErrNotDir}
 	}
 	return real, nil
-}
-
-// within reports whether p is strictly below dir.
-func within(p, dir string) bool {
-	if dir == "/" {
-		return p != "/"
-	}
-	return strings.HasPrefix(p, dir+"/")
 }
 
 // Close releases the branch descriptors. It is safe to call twice.

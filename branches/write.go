@@ -7,7 +7,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -35,17 +34,12 @@ type writeState struct {
 	// rw holds every rw branch: a change to an existing object goes to the
 	// nearest one at or above the branch that serves it.
 	rw map[*Branch]*rwBranch
-	// ns is the xattr namespace of the union's own attributes: "trusted."
-	// as root, "user." otherwise.
+	// ns is the xattr namespace of the union's own attributes
+	// (whiteout.WritableNamespace).
 	ns string
-
-	mu     sync.Mutex
-	format whiteout.Format // may fall back from overlay to aufs once
-
-	// mkWhiteout writes one whiteout; nil means whiteout.Writer.Whiteout.
-	// Tests set it to refuse the overlay form as mknod does for some
-	// unprivileged users, which root cannot otherwise see.
-	mkWhiteout func(w whiteout.Writer, dirFD int, name string) error
+	// wo writes markers in the mount's format, which may fall back from
+	// overlay to aufs once.
+	wo *whiteout.FallbackWriter
 }
 
 // rwBranch is a writable branch with the workdir its changes are built in
@@ -65,7 +59,11 @@ func (s *Stack) openWriteState() (*writeState, error) {
 	if s.Upper() == nil {
 		return nil, nil
 	}
-	w := &writeState{rw: map[*Branch]*rwBranch{}, ns: bookkeepingNamespace(), format: s.opts.Whiteout}
+	ns := whiteout.WritableNamespace()
+	w := &writeState{
+		rw: map[*Branch]*rwBranch{}, ns: ns,
+		wo: whiteout.NewFallbackWriter(whiteout.Writer{Format: s.opts.Whiteout, XattrNamespace: ns}, "from now on", s.opts.logger()),
+	}
 	for _, b := range s.branches {
 		if b.Perm != RW {
 			continue
@@ -136,34 +134,14 @@ func (s *Stack) storedIno(dirFD int, name string) uint64 {
 func encodeIno(ino uint64) []byte { return binary.LittleEndian.AppendUint64(nil, ino) }
 
 // whiteoutWriter is the writer of the current format.
-func (s *Stack) whiteoutWriter() whiteout.Writer {
-	s.w.mu.Lock()
-	defer s.w.mu.Unlock()
-	return whiteout.Writer{Format: s.w.format, XattrNamespace: s.w.ns}
-}
+func (s *Stack) whiteoutWriter() whiteout.Writer { return s.w.wo.Writer() }
 
 // writeWhiteout makes a whiteout for name in the upper directory dirFD and
 // says which format it wrote. When overlay whiteouts are refused (mknod
-// EPERM, as for unprivileged users on older kernels), it switches the mount
-// to aufs whiteouts and says so once.
+// EPERM, as for unprivileged users on older kernels), the mount switches
+// to aufs whiteouts and says so once (whiteout.FallbackWriter).
 func (s *Stack) writeWhiteout(dirFD int, name string) (whiteout.Format, error) {
-	mk := whiteout.Writer.Whiteout
-	if s.w.mkWhiteout != nil {
-		mk = s.w.mkWhiteout
-	}
-	w := s.whiteoutWriter()
-	err := mk(w, dirFD, name)
-	if !errors.Is(err, whiteout.ErrWhiteoutDenied) {
-		return w.Format, err
-	}
-	s.w.mu.Lock()
-	if s.w.format == whiteout.Overlay {
-		s.w.format = whiteout.Aufs
-		s.opts.logger().Printf("overlay whiteouts are not permitted here (%v); writing aufs whiteouts (.wh.<name>) from now on", err)
-	}
-	s.w.mu.Unlock()
-	w = s.whiteoutWriter()
-	return w.Format, mk(w, dirFD, name)
+	return s.w.wo.Whiteout(dirFD, name)
 }
 
 func (s *Stack) checkWritable() error {
@@ -418,7 +396,7 @@ func (s *Stack) buildNew(rw *rwBranch, obj NewObject, access, def []byte) (tmp s
 	perm := obj.Mode & 0o7777
 	switch obj.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		flags := obj.OpenFlags&(unix.O_ACCMODE|unix.O_APPEND|unix.O_DIRECT|unix.O_SYNC|unix.O_DSYNC) | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC
+		flags := ReopenFlags(obj.OpenFlags) | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC
 		fd, err = unix.Openat(work, tmp, flags, 0o600)
 	case unix.S_IFDIR:
 		err = unix.Mkdirat(work, tmp, 0o700)
@@ -434,7 +412,7 @@ func (s *Stack) buildNew(rw *rwBranch, obj NewObject, access, def []byte) (tmp s
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		removeAll(work, tmp)
+		sys.RemoveAll(work, tmp)
 		return "", -1, err
 	}
 	if err := unix.Fchownat(work, tmp, int(obj.Uid), int(obj.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.EPERM) {
@@ -462,12 +440,12 @@ func (s *Stack) place(rw *rwBranch, markers whiteout.DirMarkers, dirFD int, name
 		return err
 	}
 	if l.Present {
-		removeAll(work, tmp)
+		sys.RemoveAll(work, tmp)
 		return unix.EEXIST
 	}
 	if isDir && l.Hides != whiteout.NoMarker {
 		if err := s.makeOpaque(work, tmp); err != nil {
-			removeAll(work, tmp)
+			sys.RemoveAll(work, tmp)
 			return err
 		}
 	}
@@ -477,7 +455,7 @@ func (s *Stack) place(rw *rwBranch, markers whiteout.DirMarkers, dirFD int, name
 			// A directory cannot replace a non-directory: swap them, then
 			// drop the whiteout, now in the workdir.
 			if err := unix.Renameat2(work, tmp, dirFD, name, unix.RENAME_EXCHANGE); err != nil {
-				removeAll(work, tmp)
+				sys.RemoveAll(work, tmp)
 				return err
 			}
 			return unix.Unlinkat(work, tmp, 0)
@@ -493,7 +471,7 @@ func (s *Stack) place(rw *rwBranch, markers whiteout.DirMarkers, dirFD int, name
 		err = unix.Renameat2(work, tmp, dirFD, name, unix.RENAME_NOREPLACE)
 	}
 	if err != nil {
-		removeAll(work, tmp)
+		sys.RemoveAll(work, tmp)
 	}
 	return err
 }
@@ -614,7 +592,7 @@ func (s *Stack) discard(rw *rwBranch, dirFD int, name string, isDir bool) error 
 	if err := unix.Renameat(dirFD, name, work, tmp); err != nil {
 		return err
 	}
-	return removeAll(work, tmp)
+	return sys.RemoveAll(work, tmp)
 }
 
 // replaceWithWhiteout swaps an upper object for a whiteout, so that the
@@ -634,7 +612,7 @@ func (s *Stack) replaceWithWhiteout(rw *rwBranch, dirFD int, name string, isDir 
 				unix.Unlinkat(work, tmp, 0)
 				return err
 			}
-			return removeAll(work, tmp)
+			return sys.RemoveAll(work, tmp)
 		}
 		unix.Unlinkat(work, whiteout.AufsName(tmp), 0) // fell back just now
 	}
@@ -644,32 +622,4 @@ func (s *Stack) replaceWithWhiteout(rw *rwBranch, dirFD int, name string, isDir 
 		return err
 	}
 	return s.discard(rw, dirFD, name, isDir)
-}
-
-// removeAll deletes name in dirFD and, for a directory, everything in it.
-func removeAll(dirFD int, name string) error {
-	err := unix.Unlinkat(dirFD, name, 0)
-	if err == nil || errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
-		return err
-	}
-	fd, err := unix.Openat(dirFD, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	entries, err := sys.ReadDir(fd, ".")
-	if err == nil {
-		for _, e := range entries {
-			if err = removeAll(fd, e.Name); err != nil {
-				break
-			}
-		}
-	}
-	unix.Close(fd)
-	if err != nil {
-		return err
-	}
-	return unix.Unlinkat(dirFD, name, unix.AT_REMOVEDIR)
 }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/drivers/archive"
+	"github.com/strata-fs/strata/internal/sys"
 )
 
 // choiceFile records, in the store root, which backend the store belongs
@@ -322,9 +323,9 @@ func processAlive(pid string) bool {
 	return err == nil || errors.Is(err, unix.EPERM)
 }
 
-func mountedBelow(mounts map[string]string, dir string) bool {
+func mountedBelow(mounts map[string]bool, dir string) bool {
 	for m := range mounts {
-		if m == dir || strings.HasPrefix(m, dir+"/") {
+		if sys.PathWithin(m, dir) {
 			return true
 		}
 	}

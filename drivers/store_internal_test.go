@@ -20,19 +20,6 @@ func TestValidateID(t *testing.T) {
 	}
 }
 
-func TestUnescapeOctal(t *testing.T) {
-	for in, want := range map[string]string{
-		`/a\040b`:   "/a b",
-		`/x\134y`:   `/x\y`,
-		`/t\011n`:   "/t\tn",
-		`/q"uote`:   `/q"uote`,
-		`/plain`:    "/plain",
-		`/nl\012it`: "/nl\nit",
-	} {
-		require.Equal(t, want, unescapeOctal(in), in)
-	}
-}
-
 // TestLockExcludes: goroutines taking one lock through separate lock
 // tables (as separate processes would, each with its own flock) never
 // overlap.

@@ -114,7 +114,7 @@ func (p passthroughFile) PassthroughFd() (int, bool) { return p.lb.PassthroughFd
 // fd over: closes it on failure, or when the open is served by another
 // descriptor of the same object.
 func (n *Node) openFile(e *branches.Entry, fd int, flags int) (fs.FileHandle, uint32, syscall.Errno) {
-	flags &^= unix.O_TRUNC | unix.O_CREAT | unix.O_EXCL
+	flags = branches.ReopenFlags(flags)
 	branch := e.Top().Branch
 	n.u.openMu.Lock()
 	defer n.u.openMu.Unlock()

@@ -11,16 +11,11 @@ import (
 	"github.com/strata-fs/strata/branches"
 )
 
-// openFlagsKept are the open(2) flags that change how an existing copy is
-// opened; creation flags are the union's business.
-const openFlagsKept = unix.O_ACCMODE | unix.O_APPEND | unix.O_TRUNC | unix.O_DIRECT |
-	unix.O_NOATIME | unix.O_NONBLOCK | unix.O_SYNC | unix.O_DSYNC
-
 // Open opens the object; branches.Stack.Open decides whether that copies
 // it up.
 func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	gen := n.u.stack.Generation()
-	kept := int(flags) & openFlagsKept
+	kept := branches.KeptOpenFlags(int(flags))
 	e, fd, copied, err := n.u.stack.Open(n.current(), kept)
 	if err != nil {
 		return nil, 0, toErrno(err)
@@ -35,7 +30,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // Create makes and opens a new regular file.
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	obj := newObject(ctx, unix.S_IFREG|mode&0o7777)
-	obj.OpenFlags = int(flags) & openFlagsKept
+	obj.OpenFlags = branches.KeptOpenFlags(int(flags))
 	obj.Umask = callerUmask(ctx)
 	n.u.owners.creator(&obj)
 	gen := n.u.stack.Generation()

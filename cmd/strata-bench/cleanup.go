@@ -108,7 +108,7 @@ func unmountAllUnder(dir string) {
 func mountsUnder(dir string) []string {
 	var l []string
 	for _, m := range mounts() {
-		if strings.HasPrefix(m.MountPoint, dir+"/") {
+		if m.MountPoint != dir && sys.PathWithin(m.MountPoint, dir) {
 			l = append(l, m.MountPoint)
 		}
 	}

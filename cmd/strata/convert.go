@@ -15,7 +15,7 @@ func cmdConvert(args []string) error {
 	fl := pflag.NewFlagSet("convert", pflag.ContinueOnError)
 	to := fl.String("to", "", "the format to write: overlay (char 0/0, overlay.opaque xattr) or aufs (.wh. files)")
 	dry := fl.BoolP("dry-run", "n", false, "only list what would change")
-	userXattr := fl.Bool("userxattr", os.Geteuid() != 0, "write overlay xattrs as user.overlay.* (kernel -o userxattr) instead of trusted.overlay.*")
+	userXattr := fl.Bool("userxattr", whiteout.WritableNamespace() == "user.", "write overlay xattrs as user.overlay.* (kernel -o userxattr) instead of trusted.overlay.*")
 	fl.Usage = func() {
 		fmt.Fprintf(os.Stderr, `Usage: strata convert --to overlay|aufs [--dry-run] DIR
 

@@ -449,13 +449,13 @@ func writeFile(root, rel, content string) error {
 // mkWhiteout and mkOpaque use the same writer the union uses.
 func mkWhiteout(root, rel string, f whiteout.Format) error {
 	return withDir(root, path.Dir(rel), func(fd int) error {
-		return whiteout.Writer{Format: f, XattrNamespace: xattrNamespace()}.Whiteout(fd, path.Base(rel))
+		return whiteout.Writer{Format: f, XattrNamespace: whiteout.WritableNamespace()}.Whiteout(fd, path.Base(rel))
 	})
 }
 
 func mkOpaque(root, rel string, f whiteout.Format) error {
 	return withDir(root, rel, func(fd int) error {
-		return whiteout.Writer{Format: f, XattrNamespace: xattrNamespace()}.MakeOpaque(fd)
+		return whiteout.Writer{Format: f, XattrNamespace: whiteout.WritableNamespace()}.MakeOpaque(fd)
 	})
 }
 
@@ -470,13 +470,4 @@ func withDir(root, rel string, fn func(fd int) error) error {
 	}
 	defer unix.Close(fd)
 	return fn(fd)
-}
-
-// xattrNamespace: trusted.* needs CAP_SYS_ADMIN; a user gets user.*,
-// which strata reads as well (kernel overlay does with -o userxattr).
-func xattrNamespace() string {
-	if os.Geteuid() == 0 {
-		return "trusted."
-	}
-	return "user."
 }

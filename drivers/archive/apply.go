@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -80,7 +79,7 @@ type unpacker struct {
 	st   *stage
 	root int // the staging tree
 	opts ApplyOptions
-	wo   whiteout.Writer
+	wo   *whiteout.FallbackWriter
 	// seen: every entry name met, to refuse duplicates.
 	seen map[string]bool
 	// created: objects this tar made (its own entries and the parent
@@ -104,13 +103,10 @@ type unpacker struct {
 const plnkDir = whiteout.AufsMetaPrefix + "plnk"
 
 func newUnpacker(st *stage, opts ApplyOptions) *unpacker {
-	ns := "user."
-	if os.Geteuid() == 0 {
-		ns = "trusted."
-	}
+	ns := whiteout.WritableNamespace()
 	return &unpacker{
 		st: st, root: st.treeFD, opts: opts,
-		wo:      whiteout.Writer{Format: opts.Format, XattrNamespace: ns},
+		wo:      whiteout.NewFallbackWriter(whiteout.Writer{Format: opts.Format, XattrNamespace: ns}, "for the rest of this layer", opts.Logger),
 		seen:    map[string]bool{},
 		created: map[string]bool{},
 		holds:   map[string]bool{},
@@ -374,23 +370,7 @@ func (u *unpacker) makeOpaque(dirFD int, p entryPath) error {
 		return err
 	}
 	defer unix.Close(fd)
-	return u.wo.MakeOpaque(fd)
-}
-
-// writeWhiteout writes a whiteout for name in dirFD in the chosen format,
-// falling back to aufs form when overlay whiteouts are not permitted.
-func (u *unpacker) writeWhiteout(dirFD int, name string) error {
-	err := u.wo.Whiteout(dirFD, name)
-	if !errors.Is(err, whiteout.ErrWhiteoutDenied) {
-		return err
-	}
-	logger := u.opts.Logger
-	if logger == nil {
-		logger = log.Default()
-	}
-	logger.Printf("overlay whiteouts are not permitted here (%v); applying the rest of this layer with aufs whiteouts (.wh.<name>)", err)
-	u.wo.Format = whiteout.Aufs
-	return u.wo.Whiteout(dirFD, name)
+	return u.wo.Writer().MakeOpaque(fd)
 }
 
 // whiteout applies ".wh.name" in the directory dir.
@@ -408,7 +388,7 @@ func (u *unpacker) whiteout(dir entryPath, name string) error {
 		if u.created[p.String()] {
 			return nil // the same layer's object: a whiteout hides lower ones only
 		}
-		return removeAllAt(fd, name)
+		return sys.RemoveAll(fd, name)
 	}
 	if u.underOpaque(dir) {
 		return nil // everything below is hidden already
@@ -434,11 +414,12 @@ func (u *unpacker) whiteout(dir entryPath, name string) error {
 		return nil // already a whiteout
 	case ok:
 		// Content the layer held before this tar: the tar deletes it.
-		if err := removeAllAt(fd, name); err != nil {
+		if err := sys.RemoveAll(fd, name); err != nil {
 			return err
 		}
 	}
-	return u.writeWhiteout(fd, name)
+	_, err = u.wo.Whiteout(fd, name)
+	return err
 }
 
 // opaque applies ".wh..wh..opq" in the directory dir: everything lower
@@ -458,7 +439,7 @@ func (u *unpacker) opaque(dir entryPath) error {
 	if u.opts.Flatten {
 		return nil
 	}
-	return u.wo.MakeOpaque(fd)
+	return u.wo.Writer().MakeOpaque(fd)
 }
 
 // clearBelow removes what the directory dirFD (dir in the tree) holds that
@@ -488,7 +469,7 @@ func (u *unpacker) clearBelow(dirFD int, dir entryPath) error {
 			}
 		case keep:
 		default:
-			if err := removeAllAt(dirFD, e.Name); err != nil {
+			if err := sys.RemoveAll(dirFD, e.Name); err != nil {
 				return err
 			}
 		}

@@ -54,39 +54,6 @@ func readXattrs(dirFD int, name string) ([]xattr, error) {
 	return out, nil
 }
 
-// removeAllAt removes name in dirFD and, for a directory, everything in it,
-// without following symlinks. A missing name is not an error.
-func removeAllAt(dirFD int, name string) error {
-	err := unix.Unlinkat(dirFD, name, 0)
-	if err == nil || errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if !errors.Is(err, unix.EISDIR) {
-		return fmt.Errorf("remove %s: %w", name, err)
-	}
-	fd, err := sys.OpenBeneath(dirFD, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("remove %s: %w", name, err)
-	}
-	entries, err := sys.ReadDir(fd, ".")
-	for _, e := range entries {
-		if err == nil {
-			err = removeAllAt(fd, e.Name)
-		}
-	}
-	unix.Close(fd)
-	if err != nil {
-		return fmt.Errorf("remove %s: %w", name, err)
-	}
-	if err := unix.Unlinkat(dirFD, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("remove %s: %w", name, err)
-	}
-	return nil
-}
-
 // lstatAt stats name in dirFD; ok is false when it does not exist.
 func lstatAt(dirFD int, name string) (st unix.Stat_t, ok bool, err error) {
 	err = sys.Lstatat(dirFD, name, &st)

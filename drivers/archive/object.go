@@ -107,7 +107,7 @@ func (u *unpacker) object(p entryPath, hdr *tar.Header, content io.Reader) error
 	}
 	merge := exists && isDir(&old) && hdr.Typeflag == tar.TypeDir
 	if exists && !merge {
-		if err := removeAllAt(dirFD, name); err != nil {
+		if err := sys.RemoveAll(dirFD, name); err != nil {
 			return err
 		}
 	}

@@ -32,7 +32,7 @@ func RemoveStaging(dir string) error {
 		return fmt.Errorf("remove staging of %s: %w", dir, err)
 	}
 	defer s.close()
-	if err := removeAllAt(s.parentFD, s.name); err != nil {
+	if err := sys.RemoveAll(s.parentFD, s.name); err != nil {
 		return fmt.Errorf("remove staging of %s: %w", dir, err)
 	}
 	return nil
@@ -168,7 +168,7 @@ func flock(fd int) error {
 // create removes a leftover staging directory (we hold the layer's lock,
 // so no live Apply owns it) and builds the new one.
 func (s *stage) create() error {
-	if err := removeAllAt(s.parentFD, s.name); err != nil {
+	if err := sys.RemoveAll(s.parentFD, s.name); err != nil {
 		return fmt.Errorf("removing a leftover: %w", err)
 	}
 	if err := unix.Mkdirat(s.parentFD, s.name, 0o700); err != nil {
@@ -320,7 +320,7 @@ func (s *stage) commit() error {
 	unix.Fsync(s.parentFD)
 	// Past the swap the Apply has happened: a failure to remove the old
 	// tree is the next Apply's to clean, not an error of this one.
-	removeAllAt(s.parentFD, s.name)
+	sys.RemoveAll(s.parentFD, s.name)
 	return nil
 }
 
@@ -328,7 +328,7 @@ func (s *stage) commit() error {
 // touched.
 func (s *stage) abort() {
 	if s.parentFD >= 0 && s.boxFD >= 0 {
-		removeAllAt(s.parentFD, s.name)
+		sys.RemoveAll(s.parentFD, s.name)
 	}
 }
 

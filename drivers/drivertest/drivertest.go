@@ -37,6 +37,7 @@ import (
 
 	"github.com/strata-fs/strata/drivers"
 	"github.com/strata-fs/strata/drivers/archive"
+	"github.com/strata-fs/strata/internal/sys"
 )
 
 // Factory opens a driver on the store at root.
@@ -95,14 +96,13 @@ func Run(t *testing.T, open Factory) {
 func RequireNoMounts(t testing.TB, dir string) {
 	t.Helper()
 	dir, _ = filepath.EvalSymlinks(dir)
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := sys.Mounts()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			t.Errorf("left mounted: %s", line)
+	for _, m := range mounts {
+		if sys.PathWithin(m.MountPoint, dir) {
+			t.Errorf("left mounted: %s (%s from %s)", m.MountPoint, m.FSType, m.Source)
 		}
 	}
 }
@@ -173,12 +173,12 @@ func (s *suite) diff(id string) []byte {
 
 // IsMountPoint reports whether dir is a mount point now.
 func IsMountPoint(t testing.TB, dir string) bool {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := sys.Mounts()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+	for _, m := range mounts {
+		if m.MountPoint == dir {
 			return true
 		}
 	}

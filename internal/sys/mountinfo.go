@@ -33,8 +33,14 @@ func Mounts() ([]Mount, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseMountinfo(string(data)), nil
+}
+
+// parseMountinfo parses the text of a mountinfo file; lines it cannot read
+// are left out.
+func parseMountinfo(data string) []Mount {
 	var out []Mount
-	for _, line := range strings.Split(string(data), "\n") {
+	for _, line := range strings.Split(data, "\n") {
 		// id parent major:minor root mountpoint options [optional...] - fstype source superopts
 		pre, post, ok := strings.Cut(line, " - ")
 		if !ok {
@@ -55,7 +61,7 @@ func Mounts() ([]Mount, error) {
 		}
 		out = append(out, m)
 	}
-	return out, nil
+	return out
 }
 
 // UnescapeMountinfo undoes the kernel's octal escapes in mountinfo and in
@@ -93,9 +99,4 @@ func MountOf(mounts []Mount, p string) (Mount, bool) {
 		}
 	}
 	return best, found
-}
-
-// PathWithin reports whether the clean path p is dir or below it.
-func PathWithin(p, dir string) bool {
-	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
 }
