@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -294,9 +295,7 @@ func TestWhiteoutFallbackConcurrent(t *testing.T) {
 // TestWhiteoutFallbackOtherErrors: an error other than a refused mknod is
 // returned, and does not switch the format.
 func TestWhiteoutFallbackOtherErrors(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mknod of a char 0/0 after the injected error")
-	}
+	testutil.SkipUnlessRoot(t, "mknod of a char 0/0 after the injected error")
 	f := newFallbackStack(t, fmt.Errorf("whiteout: %w", unix.EIO), []string{"d/"}, []string{"d/lf"})
 	if err := f.s.Remove(f.resolve(t, "d"), "lf", false); !errors.Is(err, unix.EIO) {
 		t.Errorf("Remove = %v, want EIO", err)

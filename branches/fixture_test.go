@@ -18,20 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
-
-// needRoot skips a test that needs root (mknod of char 0/0, trusted.*
-// xattrs, mount), or fails it when CI=true, where every test must run.
-func needRoot(t testing.TB, why string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs root (%s), and CI=true forbids skipping", why)
-	}
-	t.Skipf("needs root: %s", why)
-}
 
 // mk builds a tree under root. Each spec line makes one object, parents
 // included, in order:
@@ -83,17 +71,17 @@ func mkOne(t testing.TB, root, line string) {
 	case strings.HasPrefix(line, "WH:"), strings.HasPrefix(line, "OPQ:"):
 		t.Fatalf("mk %q: dialect-neutral marker; expand it with a dialect", line)
 	case strings.HasPrefix(line, "c:"):
-		needRoot(t, "mknod of a char device 0/0")
+		testutil.NeedRoot(t, "mknod of a char device 0/0")
 		p := line[2:]
 		parent(p)
 		must(unix.Mknod(abs(p), unix.S_IFCHR|0o600, 0))
 	case strings.HasPrefix(line, "x:"):
 		xwh(line[2:], "user.")
 	case strings.HasPrefix(line, "tx:"):
-		needRoot(t, "trusted.* xattrs")
+		testutil.NeedRoot(t, "trusted.* xattrs")
 		xwh(line[3:], "trusted.")
 	case strings.HasPrefix(line, "o:"):
-		needRoot(t, "trusted.* xattrs")
+		testutil.NeedRoot(t, "trusted.* xattrs")
 		p := line[2:]
 		must(os.MkdirAll(abs(p), 0o755))
 		setx(p, "trusted.overlay.opaque", "y")
@@ -165,7 +153,7 @@ func (d dialect) expand(spec []string) []string {
 func (d dialect) skipUnlessAble(t testing.TB) {
 	t.Helper()
 	if d.root {
-		needRoot(t, d.name+" markers")
+		testutil.NeedRoot(t, d.name+" markers")
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -1076,7 +1077,7 @@ func TestWriteCreateWhiteoutDevice(t *testing.T) {
 
 // TestWriteCreateDevices makes devices and sockets (root only).
 func TestWriteCreateDevices(t *testing.T) {
-	needRoot(t, "mknod of devices")
+	testutil.NeedRoot(t, "mknod of devices")
 	objs := []struct {
 		name string
 		mode uint32
@@ -1142,7 +1143,7 @@ func TestWriteCreateSetgidDir(t *testing.T) {
 // every type takes) and checks what the copy keeps: type, device number,
 // mode, times, user xattrs, symlink target, data with its holes.
 func TestWriteCopyUpTypes(t *testing.T) {
-	needRoot(t, "mknod of devices, chown")
+	testutil.NeedRoot(t, "mknod of devices, chown")
 	for _, wd := range writeDialects {
 		t.Run(wd.name, func(t *testing.T) {
 			w := newWStackPrep(t, wd, func(w *wstack) {

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // setup makes a lower dir, an upper dir and a workdir, and an engine.
@@ -58,16 +59,6 @@ func lstat(t *testing.T, p string) unix.Stat_t {
 	return st
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (chown, setuid bits, trusted xattrs); CI=true must run it")
-		}
-		t.Skip("needs root (chown, setuid bits, trusted xattrs)")
-	}
-}
-
 // sameMeta checks what copy-up must keep: type, mode, owner, mtime, size.
 func sameMeta(t *testing.T, a, b string) {
 	t.Helper()
@@ -79,7 +70,7 @@ func sameMeta(t *testing.T, a, b string) {
 }
 
 func TestUpRegularFileEveryMethod(t *testing.T) {
-	requireRoot(t)
+	testutil.NeedRoot(t, "chown, setuid bits, trusted xattrs")
 	for _, tc := range []struct {
 		name             string
 		noReflink, noCFR bool
@@ -169,7 +160,7 @@ func TestUpKeepsHoles(t *testing.T) {
 }
 
 func TestUpOtherTypes(t *testing.T) {
-	requireRoot(t)
+	testutil.NeedRoot(t, "chown, setuid bits, trusted xattrs")
 	s := newSetup(t)
 	must(t, os.Mkdir(filepath.Join(s.lower, "dir"), 0o1750))
 	must(t, os.WriteFile(filepath.Join(s.lower, "dir", "child"), []byte("x"), 0o644))

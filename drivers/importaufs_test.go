@@ -14,6 +14,7 @@ import (
 
 	"github.com/strata-fs/strata/drivers"
 	"github.com/strata-fs/strata/drivers/drivertest"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // fakeAufsStore writes a Docker aufs store the way Docker's aufs driver
@@ -171,9 +172,7 @@ func TestImportAufsRefuses(t *testing.T) {
 		})
 	}
 	t.Run("mounted", func(t *testing.T) {
-		if os.Geteuid() != 0 {
-			t.Skip("a bind mount needs root")
-		}
+		testutil.SkipUnlessRoot(t, "a bind mount")
 		src := fakeAufsStore(t)
 		require.NoError(t, unix.Mount(src+"/diff/ctr", src+"/mnt/ctr", "", unix.MS_BIND, ""))
 		defer unix.Unmount(src+"/mnt/ctr", unix.MNT_DETACH)

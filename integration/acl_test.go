@@ -19,6 +19,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // aclUser is who runs a command: a uid, a gid and supplementary groups.
@@ -128,7 +130,7 @@ func requireACLTools(t testing.TB) {
 	t.Helper()
 	for _, tool := range []string{"setfacl", "getfacl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			skipOrFail(t, tool+" not installed (Debian package acl; make deps installs it)")
+			testutil.SkipOrFail(t, tool+" not installed (Debian package acl; make deps installs it)")
 		}
 	}
 }
@@ -259,7 +261,7 @@ stat -c '%n %a' open/f22 open/d22 open/p22 open/f77 open/d77 open/d777 open/d002
 // the caller's id on the mount, getfacl shows the mount's ids, and
 // setfacl stores the branch's. (Kernel overlay has no such options.)
 func TestACLIDMapping(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	requireACLTools(t)
 	tmp := t.TempDir()
 	require.NoError(t, os.Chmod(filepath.Dir(tmp), 0o755))

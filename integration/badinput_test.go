@@ -9,13 +9,15 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestBadInput checks that every refused mount fails cleanly: non-zero exit,
 // one line on stderr naming the offending path or option, nothing mounted,
 // no daemon left, and not one byte (nor mtime) changed in any branch.
 func TestBadInput(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 
 	// Each case gets a fresh directory d holding:
 	//	l1/ (f1, sub/s), l2/ (f2), up/, wk/, mnt/ (sub/), file.txt

@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestCrashSafety kills the strata daemon with SIGKILL at a random moment
@@ -24,7 +26,7 @@ import (
 // renamed object is at exactly one of its two names, with all its
 // entries), and the workdir holds no leftovers.
 func TestCrashSafety(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	const (
 		iterations = 50
 		bigFiles   = 3

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // The union matrix for explain, in three branches (upper, lower1 in aufs
@@ -97,7 +98,7 @@ func explainFixture(t *testing.T, parent string) (mnt, opt string) {
 // (-o OPTIONS, no mount). The two JSON documents must be identical, and
 // say what the union does at that path.
 func TestExplainMountedMatchesOffline(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	mnt, opt := explainFixture(t, t.TempDir())
 	for _, want := range explainExpects {
 		t.Run(strings.ReplaceAll(want.path, "/", "_"), func(t *testing.T) {
@@ -166,7 +167,7 @@ func TestExplainBadInput(t *testing.T) {
 // with syscall.Credential on the child), for explain and for the trace
 // toggle alike; the refusal comes from the daemon.
 func TestExplainChannelRefusesOtherUsers(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	// A directory the unprivileged user can reach, for the binary and the
 	// mount (t.TempDir is root's alone).
 	shared, err := os.MkdirTemp("", "strata-explain-refuse-")

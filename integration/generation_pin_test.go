@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // Tests of the nodes' cached entries (unionfs Node.current, re-resolved
@@ -18,7 +20,7 @@ import (
 // dir with the whiteout format given, and returns the four paths.
 func genMount(t *testing.T, format string, lowerFiles map[string]string) (lower, upper, mnt string) {
 	t.Helper()
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	base := t.TempDir()
 	lower, upper, work, mnt := filepath.Join(base, "l"), filepath.Join(base, "u"), filepath.Join(base, "w"), filepath.Join(base, "m")
 	mkdirs(t, lower, upper, work, mnt)

@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // ftruncate of an open file whose name was unlinked and then created again
@@ -71,7 +73,7 @@ func TestFchmodUnlinkedLowerFile(t *testing.T) {
 func TestGenerationCrossBranchHardLink(t *testing.T) {
 	for _, format := range []string{"overlay", "aufs"} {
 		t.Run(format, func(t *testing.T) {
-			requireMountable(t)
+			testutil.NeedFUSE(t)
 			base := t.TempDir()
 			l1, l2, upper, work, mnt := filepath.Join(base, "l1"), filepath.Join(base, "l2"), filepath.Join(base, "u"), filepath.Join(base, "w"), filepath.Join(base, "m")
 			mkdirs(t, l1, l2, upper, work, mnt)
@@ -117,7 +119,7 @@ func listNames(t *testing.T, dir string) []string {
 // pair's number, st_nlink 1) and then unlinked: the other name's node keeps
 // the unlinked copy's entry.
 func TestGenerationLinksInLowerRWBranch(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	base := t.TempDir()
 	top, low, mnt := filepath.Join(base, "top"), filepath.Join(base, "low"), filepath.Join(base, "m")
 	mkdirs(t, top, low, mnt)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/strata-fs/strata/drivers/drivertest"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // graphCLI runs "strata graph --root ROOT --backend BACKEND ..." for one
@@ -64,7 +65,7 @@ func (g graphCLI) cleanup() {
 func TestGraphEndToEnd(t *testing.T) {
 	for _, backend := range []string{"fuse", "overlay"} {
 		t.Run(backend, func(t *testing.T) {
-			requireMountable(t)
+			testutil.NeedFUSE(t)
 			if backend == "overlay" {
 				requireKernelOverlay(t)
 			}

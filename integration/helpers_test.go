@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 const (
@@ -75,7 +76,7 @@ func mountArgs(mnt string, opts ...string) []string {
 // test fails), waiting until the mount and its daemon are gone.
 func mountStrata(t testing.TB, mnt string, opts ...string) {
 	t.Helper()
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	t.Cleanup(func() { unmountAndWait(t, mnt, true) })
 	res := runStrata(t, mountArgs(mnt, opts...)...)
 	if res.ExitCode != 0 {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // mountStrataFlags is mountStrata with command-line flags that go before
@@ -22,7 +23,7 @@ import (
 // t.Cleanup, as mountStrata does.
 func mountStrataFlags(t testing.TB, mnt string, flags []string, opts ...string) {
 	t.Helper()
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	t.Cleanup(func() { unmountAndWait(t, mnt, true) })
 	args := append([]string{"mount"}, flags...)
 	for _, o := range opts {

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // attrSettle outlasts strata's FUSE attribute and entry timeouts (1 s, see
@@ -463,7 +464,7 @@ func TestKernelInterop(t *testing.T) {
 // the upper holds aufs markers only, reads the union back through the
 // library's io/fs view (no FUSE), and remounts it with strata.
 func TestAufsInterop(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	d := newInteropDirs(t)
 	lowersBefore := snapshotBranches(t, d.lowers)
 	opt := writableOpt(d.lowers, d.upper, d.work)
@@ -586,7 +587,7 @@ func filterXattrs(items []string, prefixes ...string) []string {
 // read-only opens write nothing, copy-up keeps a big file's content, mode
 // and inode number, .wh. names are refused, and the workdir is left empty.
 func TestWriteBasics(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	tmp := t.TempDir()
 	big := make([]byte, 5<<20)
 	for i := range big {

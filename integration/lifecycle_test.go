@@ -10,12 +10,14 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestMountLifecycle follows one mount from start to end: live and
 // read-only while mounted, gone with its daemon after strata umount.
 func TestMountLifecycle(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	tmp := t.TempDir()
 	dirs := buildLayers(t, tmp, []Layer{
 		{File("hello.txt", "hello\n")},

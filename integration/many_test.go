@@ -9,12 +9,14 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestManyBranches mounts 1000 lower branches, twice kernel overlay's limit
 // of 500 and far beyond aufs's 127 (SEMANTICS.md: "No fixed branch limit").
 func TestManyBranches(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	const n = 1000
 	tmp := t.TempDir()
 	// Short paths (tmp/b/0 .. tmp/b/999) keep the option well under the

@@ -23,6 +23,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // makeInstall runs `make install` from the repository with the given
@@ -30,7 +32,7 @@ import (
 func makeInstall(t *testing.T, prefix string) string {
 	t.Helper()
 	if _, err := exec.LookPath("make"); err != nil {
-		skipOrFail(t, "make is not installed")
+		testutil.SkipOrFail(t, "make is not installed")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -79,9 +81,9 @@ func checkHelperMount(t *testing.T, mnt string) {
 }
 
 func TestMountHelper(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	if _, err := os.Stat("/sbin/mount.fuse3"); err != nil {
-		skipOrFail(t, "mount.fuse3 is missing (Debian package fuse3): "+err.Error())
+		testutil.SkipOrFail(t, "mount.fuse3 is missing (Debian package fuse3): "+err.Error())
 	}
 	strata := makeInstall(t, t.TempDir())
 

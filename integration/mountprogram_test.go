@@ -18,6 +18,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // storeLayer is one layer of a fake containers/storage overlay store.
@@ -72,7 +74,7 @@ func podmanStyleStore(t *testing.T) (overlay string, lowers []string) {
 }
 
 func TestMountProgramForm(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	overlay, lowers := podmanStyleStore(t)
 	diff, work, merged := containerDirs(t, overlay, "c0c0")
 	t.Cleanup(func() { unmountAndWait(t, merged, true) })
@@ -119,7 +121,7 @@ func assertContent(t *testing.T, p, want string) {
 // -u, then fusermount -u, then a detached umount; the daemon must exit
 // after each of them.
 func TestMountProgramUnmount(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	overlay, lowers := podmanStyleStore(t)
 	unmounts := []struct {
 		name string
@@ -134,7 +136,7 @@ func TestMountProgramUnmount(t *testing.T) {
 			prog := strings.Fields(u.name)[0]
 			if prog != "umount" {
 				if _, err := exec.LookPath(prog); err != nil {
-					skipOrFail(t, prog+" is not installed (Debian package fuse3)")
+					testutil.SkipOrFail(t, prog+" is not installed (Debian package fuse3)")
 				}
 			}
 			diff, work, merged := containerDirs(t, overlay, "u"+string(rune('0'+i)))
@@ -156,7 +158,7 @@ func TestMountProgramUnmount(t *testing.T) {
 // program fails is our stderr: one line naming the problem, and nothing
 // may be left mounted.
 func TestMountProgramRefusals(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	overlay, lowers := podmanStyleStore(t)
 	cases := []struct {
 		name  string
@@ -199,7 +201,7 @@ func TestMountProgramRefusals(t *testing.T) {
 // owners, chown and create store the ids mapped back, and the lowers are
 // never chowned.
 func TestMountProgramIDMapping(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	overlay, lowers := buildStore(t, t.TempDir(), []storeLayer{
 		{"1a1a", "AAAAAAAAAAAAAAAAAAAAAAAAAA", Layer{
 			File("root-owned", "r\n", Owner(0, 0)),
@@ -261,7 +263,7 @@ func TestMountProgramIDMapping(t *testing.T) {
 // TestMountProgramWarning: options that change nothing visible are
 // accepted, and named in one warning line; the mount is made.
 func TestMountProgramWarning(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	overlay, lowers := podmanStyleStore(t)
 	diff, work, merged := containerDirs(t, overlay, "w0")
 	t.Cleanup(func() { unmountAndWait(t, merged, true) })

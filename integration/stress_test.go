@@ -16,6 +16,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestStress runs worker processes that change and read one union at once
@@ -44,7 +46,7 @@ import (
 // sequences (the interleaving is the scheduler's); STRESS_WORKERS sets the
 // number of worker processes (default 3).
 func TestStress(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	cfg := stressConfigFromEnv(t)
 	modes := []struct {
 		name  string
@@ -108,7 +110,7 @@ func stressConfigFromEnv(t *testing.T) stressConfig {
 }
 
 func runStress(t *testing.T, cfg stressConfig, mode string, flags []string) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	tmp := t.TempDir()
 	layers := stressLayers(cfg.Shape)
 	dirs := buildLayers(t, filepath.Join(tmp, "branches"), layers)

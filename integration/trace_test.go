@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // readTrace decodes a trace file, checking every line is one JSON event
@@ -62,7 +63,7 @@ func decisions(evs []branches.TraceEvent) []string {
 // through the mount and checks the decisions in the trace, exactly and in
 // order; then turns the trace off and on again on the running mount.
 func TestTraceScriptedWorkload(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	tmp := t.TempDir()
 	lower := filepath.Join(tmp, "lower")
 	buildLayer(t, lower, Layer{File("etc/motd", "hello\n"), File("etc/hostname", "base\n"), File("var/cache/x", "1")})

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -72,7 +73,7 @@ func convertLower(t *testing.T) string {
 // every step, the branch is in the target format with no inconsistency,
 // a dry run changes nothing, and a second run has nothing to do.
 func TestConvertRoundTrip(t *testing.T) {
-	needRoot(t, "char 0/0 whiteouts, trusted.* xattrs")
+	testutil.NeedRoot(t, "char 0/0 whiteouts, trusted.* xattrs")
 	overlayUpper := func(t *testing.T) string {
 		d := t.TempDir()
 		charWhiteout(t, filepath.Join(d, "gone"))

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -100,7 +101,7 @@ func TestInspectFindsEachPlantedProblem(t *testing.T) {
 // TestInspectInventory: a clean branch with markers of one format, its
 // redirects and strata's bookkeeping, listed as such.
 func TestInspectInventory(t *testing.T) {
-	needRoot(t, "char 0/0 whiteouts, trusted.* xattrs")
+	testutil.NeedRoot(t, "char 0/0 whiteouts, trusted.* xattrs")
 	d := t.TempDir()
 	charWhiteout(t, filepath.Join(d, "gone"))
 	xattrWhiteout(t, filepath.Join(d, "x"), "w", "trusted.")

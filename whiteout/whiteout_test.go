@@ -12,23 +12,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
 // --- helpers ---------------------------------------------------------------
-
-// needRoot skips a test that needs root (mknod of char 0/0, trusted.*
-// xattrs), or fails it when CI=true, where every test must run.
-func needRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs root (%s), and CI=true forbids skipping", why)
-	}
-	t.Skipf("needs root: %s", why)
-}
 
 // openDir opens dir as an O_PATH directory descriptor (as the union does),
 // closed at the end of the test.
@@ -62,7 +50,7 @@ func mkdir(t *testing.T, p string) {
 func setxattr(t *testing.T, p, attr, val string) {
 	t.Helper()
 	if strings.HasPrefix(attr, "trusted.") {
-		needRoot(t, "trusted.* xattrs")
+		testutil.NeedRoot(t, "trusted.* xattrs")
 	}
 	if err := unix.Lsetxattr(p, attr, []byte(val), 0); err != nil {
 		t.Fatalf("setxattr %s %s: %v", p, attr, err)
@@ -72,7 +60,7 @@ func setxattr(t *testing.T, p, attr, val string) {
 // charWhiteout makes an overlay whiteout (char 0/0) at p.
 func charWhiteout(t *testing.T, p string) {
 	t.Helper()
-	needRoot(t, "mknod of a char device 0/0")
+	testutil.NeedRoot(t, "mknod of a char device 0/0")
 	if err := unix.Mknod(p, unix.S_IFCHR|0o600, 0); err != nil {
 		t.Fatalf("mknod %s: %v", p, err)
 	}
@@ -81,7 +69,7 @@ func charWhiteout(t *testing.T, p string) {
 // devNull makes a char device 1/3 at p: a real device, not a whiteout.
 func devNull(t *testing.T, p string) {
 	t.Helper()
-	needRoot(t, "mknod of a char device")
+	testutil.NeedRoot(t, "mknod of a char device")
 	if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
 		t.Fatalf("mknod %s: %v", p, err)
 	}
@@ -743,7 +731,7 @@ func TestClassify(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.root {
-				needRoot(t, "char devices and trusted xattrs")
+				testutil.NeedRoot(t, "char devices and trusted xattrs")
 			}
 			dir := t.TempDir()
 			tc.setup(t, dir)
@@ -824,7 +812,7 @@ func TestWriterWhiteout(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.root {
-				needRoot(t, "mknod of a char device 0/0")
+				testutil.NeedRoot(t, "mknod of a char device 0/0")
 			}
 			dir := t.TempDir()
 			fd := openDir(t, dir)
@@ -927,7 +915,7 @@ func TestWriterMakeOpaque(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.root {
-				needRoot(t, "trusted.* xattrs")
+				testutil.NeedRoot(t, "trusted.* xattrs")
 			}
 			dir := t.TempDir()
 			writeFile(t, filepath.Join(dir, "kept"), "")

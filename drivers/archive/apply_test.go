@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/drivers/archive"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -38,7 +39,7 @@ func apply(t *testing.T, dir string, b []byte, opts archive.ApplyOptions) int64 
 }
 
 func TestApplyEveryType(t *testing.T) {
-	needRoot(t, "chown, mknod of a device, trusted. xattrs")
+	testutil.NeedRoot(t, "chown, mknod of a device, trusted. xattrs")
 	d := newLayer(t)
 	owned := file("etc/owned", "secret")
 	owned.hdr.Uid, owned.hdr.Gid, owned.hdr.Mode = 1234, 5678, 0o4750
@@ -94,7 +95,7 @@ func TestApplyEveryType(t *testing.T) {
 // the chosen format, or deletions with Flatten; they hide lower layers
 // only, never the same tar's objects, whatever the order.
 func TestApplyWhiteouts(t *testing.T) {
-	needRoot(t, "overlay char 0/0 whiteouts and trusted.overlay.opaque")
+	testutil.NeedRoot(t, "overlay char 0/0 whiteouts and trusted.overlay.opaque")
 	tb := mkTar(t,
 		dir("a/"),
 		file("a/.wh.gone", ""),
@@ -310,7 +311,7 @@ func TestApplyOverLayerContent(t *testing.T) {
 	for _, format := range []whiteout.Format{whiteout.Overlay, whiteout.Aufs} {
 		t.Run(format.String(), func(t *testing.T) {
 			if format == whiteout.Overlay {
-				needRoot(t, "trusted.overlay.opaque")
+				testutil.NeedRoot(t, "trusted.overlay.opaque")
 			}
 			d := newLayer(t)
 			writeFile(t, filepath.Join(d, "x"), "old")

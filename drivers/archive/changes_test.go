@@ -12,6 +12,7 @@ import (
 
 	"github.com/strata-fs/strata/branches"
 	"github.com/strata-fs/strata/drivers/archive"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -146,7 +147,7 @@ func openStack(t *testing.T, lowers ...string) *branches.Stack {
 // ChangesTrees of the flattened trees, list the same changes; Diff's tar
 // (with a renamed directory in it) flattened reproduces the union.
 func TestChangesAgree(t *testing.T) {
-	needRoot(t, "overlay whiteouts and trusted.overlay xattrs")
+	testutil.NeedRoot(t, "overlay whiteouts and trusted.overlay xattrs")
 	// Base layer and a second layer, both as layer dirs.
 	base := newLayer(t)
 	for p, body := range map[string]string{
@@ -220,7 +221,7 @@ func TestChangesAgree(t *testing.T) {
 
 // TestDiffRedirectTar: the exact OCI form of a renamed directory.
 func TestDiffRedirectTar(t *testing.T) {
-	needRoot(t, "overlay whiteouts and trusted.overlay xattrs")
+	testutil.NeedRoot(t, "overlay whiteouts and trusted.overlay xattrs")
 	lower := newLayer(t)
 	writeFile(t, filepath.Join(lower, "old/a"), "a")
 	writeFile(t, filepath.Join(lower, "old/sub/b"), "b")
@@ -316,7 +317,7 @@ func TestChangesTreesDiffTrees(t *testing.T) {
 // form and flat gives the same merged view (the union of the overlay form
 // read through branches).
 func TestApplyFlatMatchesUnion(t *testing.T) {
-	needRoot(t, "overlay whiteouts")
+	testutil.NeedRoot(t, "overlay whiteouts")
 	base := newLayer(t)
 	for p, body := range map[string]string{"a/x": "x", "a/y": "y", "b/z": "z", "c": "c"} {
 		writeFile(t, filepath.Join(base, p), body)

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/drivers/archive"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -28,7 +29,7 @@ func setTimes(t *testing.T, p string, mtime time.Time) {
 // every marker dialect strata reads, plus bookkeeping Diff must skip.
 func everyTypeLayer(t *testing.T) string {
 	t.Helper()
-	needRoot(t, "char 0/0 whiteouts, a device node, trusted. xattrs, chown")
+	testutil.NeedRoot(t, "char 0/0 whiteouts, a device node, trusted. xattrs, chown")
 	d := filepath.Join(t.TempDir(), "layer")
 	j := func(p string) string { return filepath.Join(d, p) }
 	writeFile(t, j("bin/tool"), "#!/bin/true\n")

@@ -16,19 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// needRoot skips a test that needs root (mknod, chown, trusted. xattrs),
-// except under CI=true, where it fails instead.
-func needRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs root (%s), and CI=true forbids skipping", why)
-	}
-	t.Skipf("needs root: %s", why)
-}
-
 // ent is one entry of a tar built in a test.
 type ent struct {
 	hdr  tar.Header
