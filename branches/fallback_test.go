@@ -56,17 +56,10 @@ func writeTree(t *testing.T, root string, spec ...string) {
 	for _, line := range spec {
 		p := filepath.Join(root, strings.TrimSuffix(line, "/"))
 		if strings.HasSuffix(line, "/") {
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				t.Fatal(err)
-			}
+			testutil.Mkdirs(t, p)
 			continue
 		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(line), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		testutil.WriteFile(t, p, line)
 	}
 }
 

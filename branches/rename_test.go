@@ -233,7 +233,7 @@ func TestLinkMatrix(t *testing.T) {
 					}
 					for _, p := range []string{"a/x", "b/y"} {
 						st, err := w.s.Attr(w.inUpper(t, p))
-						must(t, err)
+						testutil.Must(t, err)
 						if st.Ino != e.Ino || st.Nlink != 2 {
 							t.Errorf("%s: Ino %d Nlink %d, want Ino %d Nlink 2", p, st.Ino, st.Nlink, e.Ino)
 						}
@@ -649,7 +649,7 @@ func makeImmutable(t *testing.T, dir string) {
 	t.Helper()
 	testutil.NeedRoot(t, "setting the immutable flag")
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	must(t, err)
+	testutil.Must(t, err)
 	defer unix.Close(fd)
 	flags, err := unix.IoctlGetInt(fd, unix.FS_IOC_GETFLAGS)
 	if err == nil {
@@ -658,7 +658,7 @@ func makeImmutable(t *testing.T, dir string) {
 	if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EOPNOTSUPP) {
 		testutil.SkipOrFail(t, fmt.Sprintf("%s: no immutable flag on this filesystem: %v", dir, err))
 	}
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(func() {
 		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {

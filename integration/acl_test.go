@@ -148,7 +148,7 @@ func TestACLAgainstKernelOverlay(t *testing.T) {
 	unions := []*aclUnion{{name: "kernel overlay"}, {name: "strata"}}
 	for _, u := range unions {
 		base := filepath.Join(tmp, strings.ReplaceAll(u.name, " ", "-"))
-		dirs := mkdirs(t, base+"/lower", base+"/upper", base+"/work", base+"/mnt")
+		dirs := testutil.Mkdirs(t, base+"/lower", base+"/upper", base+"/work", base+"/mnt")
 		u.lower, u.upper, u.mnt = dirs[0], dirs[1], dirs[3]
 		runAs(t, aclRoot, u.lower, aclLowerScript)
 		require.NoError(t, os.Chmod(u.upper, 0o755))
@@ -266,7 +266,7 @@ func TestACLIDMapping(t *testing.T) {
 	tmp := t.TempDir()
 	require.NoError(t, os.Chmod(filepath.Dir(tmp), 0o755))
 	require.NoError(t, os.Chmod(tmp, 0o755))
-	dirs := mkdirs(t, tmp+"/lower", tmp+"/upper", tmp+"/work", tmp+"/mnt")
+	dirs := testutil.Mkdirs(t, tmp+"/lower", tmp+"/upper", tmp+"/work", tmp+"/mnt")
 	lower, upper, mnt := dirs[0], dirs[1], dirs[3]
 	runAs(t, aclRoot, lower, `set -e
 echo f > f; chmod 600 f; setfacl -m u:1000:r--,g:2000:r-- f

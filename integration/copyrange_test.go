@@ -19,7 +19,7 @@ func TestCopyFileRange(t *testing.T) {
 	testutil.NeedFUSE(t)
 	base := t.TempDir()
 	lower, upper, work, mnt := filepath.Join(base, "l"), filepath.Join(base, "u"), filepath.Join(base, "w"), filepath.Join(base, "m")
-	mkdirs(t, lower, upper, work, mnt)
+	testutil.Mkdirs(t, lower, upper, work, mnt)
 	data := make([]byte, 3<<20+17)
 	_, err := rand.Read(data)
 	require.NoError(t, err)

@@ -81,7 +81,7 @@ func explainFixture(t *testing.T, parent string) (mnt, opt string) {
 	lowers := buildLayers(t, filepath.Join(parent, "lower"), []Layer{explainLower1, explainLower2})
 	upper := filepath.Join(parent, "upper")
 	buildLayer(t, upper, explainUpper)
-	dirs := mkdirs(t, filepath.Join(parent, "work"), filepath.Join(parent, "mnt"))
+	dirs := testutil.Mkdirs(t, filepath.Join(parent, "work"), filepath.Join(parent, "mnt"))
 	mnt, opt = dirs[1], writableOpt(lowers, upper, dirs[0])
 	mountStrata(t, mnt, opt)
 	f, err := os.OpenFile(filepath.Join(mnt, "cu"), os.O_WRONLY|os.O_APPEND, 0)
@@ -180,7 +180,7 @@ func TestExplainChannelRefusesOtherUsers(t *testing.T) {
 	require.NoError(t, os.WriteFile(bin, data, 0o755))
 	lower := filepath.Join(shared, "lower")
 	buildLayer(t, lower, Layer{File("f", "hello")})
-	mnt := mkdirs(t, filepath.Join(shared, "mnt"))[0]
+	mnt := testutil.Mkdirs(t, filepath.Join(shared, "mnt"))[0]
 	mountStrata(t, mnt, "lowerdir="+lower)
 
 	asRoot := runStrata(t, "explain", filepath.Join(mnt, "f"))

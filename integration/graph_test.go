@@ -91,8 +91,8 @@ func TestGraphEndToEnd(t *testing.T) {
 
 			g.run(nil, "create-rw", "ctr-init", "image3")
 			dir := g.mount("ctr-init")
-			writeFile(t, filepath.Join(dir, "etc/hostname"), "ctr\n")
-			writeFile(t, filepath.Join(dir, "etc/hosts"), "127.0.0.1 localhost\n")
+			testutil.WriteFile(t, filepath.Join(dir, "etc/hostname"), "ctr\n")
+			testutil.WriteFile(t, filepath.Join(dir, "etc/hosts"), "127.0.0.1 localhost\n")
 			g.run(nil, "umount", "ctr-init")
 
 			g.run(nil, "create-rw", "ctr", "ctr-init")
@@ -100,8 +100,8 @@ func TestGraphEndToEnd(t *testing.T) {
 			// A second mount from another process shares the first.
 			require.Equal(t, dir, g.mount("ctr"))
 			require.Equal(t, "ctr\n", readFile(t, filepath.Join(dir, "etc/hostname")))
-			writeFile(t, filepath.Join(dir, "app/state.db"), drivertest.Random(20000, 9))
-			writeFile(t, filepath.Join(dir, "etc/hostname"), "changed by the container\n")
+			testutil.WriteFile(t, filepath.Join(dir, "app/state.db"), drivertest.Random(20000, 9))
+			testutil.WriteFile(t, filepath.Join(dir, "etc/hostname"), "changed by the container\n")
 			require.NoError(t, os.Remove(filepath.Join(dir, "usr/bin/tool-again")))
 			require.NoError(t, os.RemoveAll(filepath.Join(dir, "srv")))
 			require.NoError(t, os.Chmod(filepath.Join(dir, "etc/secret"), 0o640))

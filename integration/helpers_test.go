@@ -215,19 +215,3 @@ func processesFor(t testing.TB, mnt string) []int {
 	}
 	return pids
 }
-
-// mkdirs creates each path (with parents) and returns them in order.
-func mkdirs(t testing.TB, paths ...string) []string {
-	t.Helper()
-	for _, p := range paths {
-		require.NoError(t, os.MkdirAll(p, 0o755))
-	}
-	return paths
-}
-
-// writeFile writes content at p, creating the parents.
-func writeFile(t testing.TB, p, content string) {
-	t.Helper()
-	require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-	require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
-}

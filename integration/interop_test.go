@@ -160,7 +160,7 @@ func runInteropWorkload(t *testing.T, mnt string) interopOutcome {
 	// Recreate it: the new directory is opaque, the old entries stay gone.
 	require.NoError(t, os.Mkdir(p("victim"), 0o750), "mkdir over a whiteout")
 	require.NoError(t, os.WriteFile(p("victim/fresh.txt"), []byte("fresh\n"), 0o644))
-	assert.Equal(t, []string{"fresh.txt"}, dirNames(t, p("victim")), "recreated dir must be opaque")
+	assert.Equal(t, []string{"fresh.txt"}, testutil.ReadDirNames(t, p("victim")), "recreated dir must be opaque")
 
 	// Rename files: a lower file to a new name, one over another.
 	require.NoError(t, os.Rename(p("rename-src.txt"), p("renamed.txt")), "rename lower file")
@@ -176,8 +176,8 @@ func runInteropWorkload(t *testing.T, mnt string) interopOutcome {
 	default:
 		require.NoError(t, err, "rename a directory with lower content")
 		out.renamedDir = true
-		assert.Equal(t, []string{"mid-only", "mid.txt", "sub", "top.txt"}, dirNames(t, p("spread-moved")))
-		assert.Equal(t, []string{"mid-sub.txt", "top-sub.txt"}, dirNames(t, p("spread-moved/sub")))
+		assert.Equal(t, []string{"mid-only", "mid.txt", "sub", "top.txt"}, testutil.ReadDirNames(t, p("spread-moved")))
+		assert.Equal(t, []string{"mid-sub.txt", "top-sub.txt"}, testutil.ReadDirNames(t, p("spread-moved/sub")))
 		assert.NoDirExists(t, p("spread"))
 	}
 
@@ -376,18 +376,6 @@ func withoutNlink(tr Tree, paths []string) Tree {
 	return out
 }
 
-// dirNames lists a directory's names, sorted.
-func dirNames(t testing.TB, dir string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	require.NoError(t, err)
-	names := make([]string, len(entries))
-	for i, e := range entries {
-		names[i] = e.Name()
-	}
-	return names
-}
-
 // interopDirs is the directory set of one interop test.
 type interopDirs struct {
 	lowers                  []string
@@ -400,7 +388,7 @@ func newInteropDirs(t *testing.T) interopDirs {
 	for _, l := range interopCrossLinks {
 		require.NoError(t, os.Link(filepath.Join(d.lowers[0], filepath.FromSlash(l[1])), filepath.Join(d.lowers[1], filepath.FromSlash(l[0]))))
 	}
-	dirs := mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"), filepath.Join(tmp, "other"))
+	dirs := testutil.Mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"), filepath.Join(tmp, "other"))
 	d.upper, d.work, d.mnt, d.other = dirs[0], dirs[1], dirs[2], dirs[3]
 	return d
 }
@@ -603,7 +591,7 @@ func TestWriteBasics(t *testing.T) {
 	// pair3, in the second lower, is a third name of pair1's inode: a set
 	// spanning two lowers on one filesystem.
 	require.NoError(t, os.Link(filepath.Join(lowers[0], "pair1"), filepath.Join(lowers[1], "pair3")))
-	dirs := mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"))
+	dirs := testutil.Mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"))
 	upper, work, mnt := dirs[0], dirs[1], dirs[2]
 	lowersBefore := snapshotBranches(t, lowers)
 	opt := writableOpt(lowers, upper, work)
@@ -665,7 +653,7 @@ func TestWriteBasics(t *testing.T) {
 	})
 
 	t.Run(".wh. names are refused", func(t *testing.T) {
-		writeFile(t, filepath.Join(mnt, "plain"), "plain\n")
+		testutil.WriteFile(t, filepath.Join(mnt, "plain"), "plain\n")
 		for name, op := range map[string]func(p string) error{
 			"create":  func(p string) error { return openClose(p, os.O_WRONLY|os.O_CREATE) },
 			"mkdir":   func(p string) error { return os.Mkdir(p, 0o755) },
@@ -713,7 +701,7 @@ func TestWriteBasics(t *testing.T) {
 		for _, name := range []string{"pair3", "pair2", "pair1"} {
 			p := filepath.Join(mnt, name)
 			data, err := os.ReadFile(p)
-			require.NoError(t, err, "mount: %v; upper: %v", dirNames(t, mnt), scanBranch(t, upper))
+			require.NoError(t, err, "mount: %v; upper: %v", testutil.ReadDirNames(t, mnt), scanBranch(t, upper))
 			assert.Equal(t, "original\nchanged\n", string(data), "%s after remount (upper copy of pair1: %q)", name, readFileOrErr(filepath.Join(upper, "pair1")))
 			var st unix.Stat_t
 			require.NoError(t, unix.Lstat(p, &st))

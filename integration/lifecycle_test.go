@@ -23,8 +23,8 @@ func TestMountLifecycle(t *testing.T) {
 		{File("hello.txt", "hello\n")},
 		{File("base.txt", "base\n"), Dir("dir")},
 	})
-	mnt := mkdirs(t, filepath.Join(tmp, "mnt"))[0]
-	writeFile(t, filepath.Join(mnt, "under-the-mount"), "hidden while mounted\n")
+	mnt := testutil.Mkdirs(t, filepath.Join(tmp, "mnt"))[0]
+	testutil.WriteFile(t, filepath.Join(mnt, "under-the-mount"), "hidden while mounted\n")
 	before := []Tree{walkTree(t, dirs[0], walkOptions{times: true}), walkTree(t, dirs[1], walkOptions{times: true})}
 
 	mountStrata(t, mnt, "lowerdir="+strings.Join(dirs, ":"))

@@ -61,7 +61,7 @@ func runMount(t *testing.T, prog string, args ...string) {
 func helperStack(t *testing.T) (opts, mnt string) {
 	d := t.TempDir()
 	buildLayer(t, filepath.Join(d, "lower"), Layer{File("hello", "from the lower\n")})
-	mkdirs(t, filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt"))
+	testutil.Mkdirs(t, filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt"))
 	return "lowerdir=" + filepath.Join(d, "lower") + ",upperdir=" + filepath.Join(d, "upper") + ",workdir=" + filepath.Join(d, "work"),
 		filepath.Join(d, "mnt")
 }
@@ -74,7 +74,7 @@ func checkHelperMount(t *testing.T, mnt string) {
 	require.Len(t, m, 1, "mount(8) returned, so the union must be live at %s", mnt)
 	assert.Equal(t, "fuse.strata", m[0].FSType)
 	assertContent(t, filepath.Join(mnt, "hello"), "from the lower\n")
-	writeFile(t, filepath.Join(mnt, "new"), "written\n")
+	testutil.WriteFile(t, filepath.Join(mnt, "new"), "written\n")
 	runMount(t, "umount", mnt)
 	assert.Empty(t, mountsAt(t, mnt))
 	assert.True(t, waitFor(func() bool { return len(processesFor(t, mnt)) == 0 }), "daemon still running after umount")

@@ -49,7 +49,7 @@ func buildStore(t *testing.T, root string, layers []storeLayer) (string, []strin
 // layer and returns them.
 func containerDirs(t *testing.T, overlay, id string) (diff, work, merged string) {
 	t.Helper()
-	d := mkdirs(t, filepath.Join(overlay, id, "diff"), filepath.Join(overlay, id, "work"), filepath.Join(overlay, id, "merged"))
+	d := testutil.Mkdirs(t, filepath.Join(overlay, id, "diff"), filepath.Join(overlay, id, "work"), filepath.Join(overlay, id, "merged"))
 	return d[0], d[1], d[2]
 }
 
@@ -103,7 +103,7 @@ func TestMountProgramForm(t *testing.T) {
 	}
 
 	// Writes land in the upper; the lowers stay as they were.
-	writeFile(t, filepath.Join(merged, "a/b/c/new.txt"), "x\n")
+	testutil.WriteFile(t, filepath.Join(merged, "a/b/c/new.txt"), "x\n")
 	require.NoError(t, os.Remove(filepath.Join(merged, "bin/sh")))
 	assertContent(t, filepath.Join(diff, "a/b/c/new.txt"), "x\n")
 	assert.FileExists(t, filepath.Join(overlay, "1a1a/diff/bin/sh"), "the lower keeps bin/sh")
@@ -235,7 +235,7 @@ func TestMountProgramIDMapping(t *testing.T) {
 
 		// A file created by root (not in the mount's id range) is stored
 		// as the overflow id, as fuse-overlayfs stores it.
-		writeFile(t, filepath.Join(merged, "dir/created"), "c\n")
+		testutil.WriteFile(t, filepath.Join(merged, "dir/created"), "c\n")
 		assert.Equal(t, [2]uint32{65534, 65534}, owner(filepath.Join(diff, "dir/created")))
 	})
 

@@ -116,7 +116,7 @@ func runStress(t *testing.T, cfg stressConfig, mode string, flags []string) {
 	dirs := buildLayers(t, filepath.Join(tmp, "branches"), layers)
 	upper, lowers := dirs[0], dirs[1:]
 	work, mnt := filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt")
-	mkdirs(t, work, mnt)
+	testutil.Mkdirs(t, work, mnt)
 	before := snapshotBranches(t, lowers)
 	// The kernel replay's copy of the branches, as they are before the run.
 	kbranches := filepath.Join(tmp, "kernel-branches")
@@ -158,7 +158,7 @@ func runStress(t *testing.T, cfg stressConfig, mode string, flags []string) {
 			kdirs[i] = filepath.Join(kbranches, filepath.Base(d))
 		}
 		kwork, kmnt := filepath.Join(tmp, "kernel-work"), filepath.Join(tmp, "kernel-mnt")
-		mkdirs(t, kwork, kmnt)
+		testutil.Mkdirs(t, kwork, kmnt)
 		// index=on keeps a copied-up lower hard link with its other names
 		// (one inode, the true link count), as strata does.
 		mountKernelOverlayRW(t, kmnt, kdirs[1:], kdirs[0], kwork, "index=on")
@@ -279,7 +279,7 @@ func checkStressTree(t *testing.T, what, root string, cfg stressConfig, ops []in
 	for w := 0; w < cfg.Shape.Workers; w++ {
 		wantTop = append(wantTop, fmt.Sprintf("w%d", w))
 	}
-	require.Equal(t, wantTop, readNames(t, root), "%s: the union's root", what)
+	require.Equal(t, wantTop, testutil.ReadDirNames(t, root), "%s: the union's root", what)
 	for w := 0; w < cfg.Shape.Workers; w++ {
 		if ops[w] < 0 {
 			continue // its failure is reported
@@ -293,17 +293,6 @@ func checkStressTree(t *testing.T, what, root string, cfg stressConfig, ops []in
 	}
 }
 
-func readNames(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	require.NoError(t, err)
-	names := make([]string, len(ents))
-	for i, e := range ents {
-		names[i] = e.Name()
-	}
-	return names
-}
-
 // stressDirState reads one worker directory (regular files only) in the
 // form of stressModel.state.
 func stressDirState(t *testing.T, dir string) map[string]stressFileState {
@@ -311,7 +300,7 @@ func stressDirState(t *testing.T, dir string) map[string]stressFileState {
 	out := map[string]stressFileState{}
 	byIno := map[uint64][]string{}
 	inos := map[string]uint64{}
-	for _, name := range readNames(t, dir) {
+	for _, name := range testutil.ReadDirNames(t, dir) {
 		p := filepath.Join(dir, name)
 		var st unix.Stat_t
 		require.NoError(t, unix.Lstat(p, &st), "lstat %s", p)

@@ -67,7 +67,7 @@ func TestTraceScriptedWorkload(t *testing.T) {
 	tmp := t.TempDir()
 	lower := filepath.Join(tmp, "lower")
 	buildLayer(t, lower, Layer{File("etc/motd", "hello\n"), File("etc/hostname", "base\n"), File("var/cache/x", "1")})
-	dirs := mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"))
+	dirs := testutil.Mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"))
 	mnt, file := dirs[2], filepath.Join(tmp, "trace.jsonl")
 	mountStrataFlags(t, mnt, []string{"--trace", file}, writableOpt([]string{lower}, dirs[0], dirs[1]))
 

@@ -51,7 +51,7 @@ func unionView(t *testing.T, upper, lower string) map[string]string {
 
 func convert(t *testing.T, dir string, to whiteout.Format, dry bool) []whiteout.Change {
 	t.Helper()
-	changes, err := whiteout.Convert(openDir(t, dir), to, "trusted.", dry)
+	changes, err := whiteout.Convert(testutil.OpenDir(t, dir), to, "trusted.", dry)
 	if err != nil {
 		t.Fatalf("Convert(%s, %s): %v", dir, to, err)
 	}
@@ -63,7 +63,7 @@ func convertLower(t *testing.T) string {
 	t.Helper()
 	d := t.TempDir()
 	for _, p := range []string{"gone", "d/gone2", "d/keep", "xd/w", "xd/keep", "opq/old", "orig/f", "x/oldfile", "f", "g", "h"} {
-		writeFile(t, filepath.Join(d, p), "lower "+p)
+		testutil.WriteFile(t, filepath.Join(d, p), "lower "+p)
 	}
 	return d
 }
@@ -77,12 +77,12 @@ func TestConvertRoundTrip(t *testing.T) {
 	overlayUpper := func(t *testing.T) string {
 		d := t.TempDir()
 		charWhiteout(t, filepath.Join(d, "gone"))
-		mkdir(t, filepath.Join(d, "d"))
+		testutil.Mkdirs(t, filepath.Join(d, "d"))
 		charWhiteout(t, filepath.Join(d, "d", "gone2"))
 		xattrWhiteout(t, filepath.Join(d, "xd"), "w", "trusted.")
-		writeFile(t, filepath.Join(d, "opq", "new"), "upper new")
+		testutil.WriteFile(t, filepath.Join(d, "opq", "new"), "upper new")
 		setxattr(t, filepath.Join(d, "opq"), "trusted.overlay.opaque", "y")
-		mkdir(t, filepath.Join(d, "moved"))
+		testutil.Mkdirs(t, filepath.Join(d, "moved"))
 		setxattr(t, filepath.Join(d, "moved"), "trusted.overlay.redirect", "/orig")
 		charWhiteout(t, filepath.Join(d, "orig"))
 		return d
@@ -90,11 +90,11 @@ func TestConvertRoundTrip(t *testing.T) {
 	aufsUpper := func(t *testing.T) string {
 		d := t.TempDir()
 		for _, p := range []string{".wh.gone", "d/.wh.gone2", ".wh.g", "opq/.wh..wh..opq", ".wh.x", ".wh.f"} {
-			writeFile(t, filepath.Join(d, p), "")
+			testutil.WriteFile(t, filepath.Join(d, p), "")
 		}
-		writeFile(t, filepath.Join(d, "opq", "new"), "upper new")
-		writeFile(t, filepath.Join(d, "x", "newfile"), "deleted, then created again")
-		writeFile(t, filepath.Join(d, "f"), "f again")
+		testutil.WriteFile(t, filepath.Join(d, "opq", "new"), "upper new")
+		testutil.WriteFile(t, filepath.Join(d, "x", "newfile"), "deleted, then created again")
+		testutil.WriteFile(t, filepath.Join(d, "f"), "f again")
 		return d
 	}
 	for _, tc := range []struct {

@@ -22,7 +22,7 @@ func newLayer(t *testing.T) string {
 	t.Helper()
 	root := t.TempDir()
 	d := filepath.Join(root, "layer")
-	mkdir(t, d)
+	testutil.Mkdirs(t, d)
 	return d
 }
 
@@ -153,11 +153,11 @@ func TestApplyWhiteouts(t *testing.T) {
 	t.Run("flatten", func(t *testing.T) {
 		d := newLayer(t)
 		// A full copy of the parent.
-		writeFile(t, filepath.Join(d, "a/gone"), "old")
-		writeFile(t, filepath.Join(d, "a/kept"), "old")
-		writeFile(t, filepath.Join(d, "topgone/deep/x"), "old")
-		writeFile(t, filepath.Join(d, "b/old"), "old")
-		writeFile(t, filepath.Join(d, "again/old"), "old")
+		testutil.WriteFile(t, filepath.Join(d, "a/gone"), "old")
+		testutil.WriteFile(t, filepath.Join(d, "a/kept"), "old")
+		testutil.WriteFile(t, filepath.Join(d, "topgone/deep/x"), "old")
+		testutil.WriteFile(t, filepath.Join(d, "b/old"), "old")
+		testutil.WriteFile(t, filepath.Join(d, "again/old"), "old")
 		apply(t, d, tb, archive.ApplyOptions{Flatten: true})
 		for _, p := range []string{"a/gone", "topgone", "b/old", "again/old"} {
 			if exists(filepath.Join(d, p)) {
@@ -187,8 +187,8 @@ func TestApplyOpaqueOrder(t *testing.T) {
 			entries = append([]ent{entries[0], opq}, entries[1:]...)
 		}
 		d := newLayer(t)
-		writeFile(t, filepath.Join(d, "a/b/c/bar"), "lower")
-		writeFile(t, filepath.Join(d, "a/other"), "lower")
+		testutil.WriteFile(t, filepath.Join(d, "a/b/c/bar"), "lower")
+		testutil.WriteFile(t, filepath.Join(d, "a/other"), "lower")
 		apply(t, d, mkTar(t, entries...), archive.ApplyOptions{Flatten: true})
 		if exists(filepath.Join(d, "a/b/c/bar")) || exists(filepath.Join(d, "a/other")) {
 			t.Errorf("opaque last=%v: lower content survived:\n%s", last, fingerprint(t, d))
@@ -203,10 +203,10 @@ func TestApplyOpaqueOrder(t *testing.T) {
 // entry's attributes; anything else replaces.
 func TestApplyReplace(t *testing.T) {
 	d := newLayer(t)
-	writeFile(t, filepath.Join(d, "dir/keep"), "k")
+	testutil.WriteFile(t, filepath.Join(d, "dir/keep"), "k")
 	setXattr(t, filepath.Join(d, "dir"), "user.old", "o")
-	writeFile(t, filepath.Join(d, "file-to-dir"), "f")
-	writeFile(t, filepath.Join(d, "dir-to-file/x"), "x")
+	testutil.WriteFile(t, filepath.Join(d, "file-to-dir"), "f")
+	testutil.WriteFile(t, filepath.Join(d, "dir-to-file/x"), "x")
 	if err := os.Symlink("/", filepath.Join(d, "link-to-dir")); err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestApplyNeedsDir(t *testing.T) {
 			t.Errorf("Apply(%s) succeeded", d)
 		}
 	}
-	writeFile(t, filepath.Join(root, "file"), "")
+	testutil.WriteFile(t, filepath.Join(root, "file"), "")
 	_, err := archive.Apply(filepath.Join(root, "file"), bytes.NewReader(mkTar(t)), archive.ApplyOptions{})
 	if err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Errorf("Apply on a file: %v", err)
@@ -314,8 +314,8 @@ func TestApplyOverLayerContent(t *testing.T) {
 				testutil.NeedRoot(t, "trusted.overlay.opaque")
 			}
 			d := newLayer(t)
-			writeFile(t, filepath.Join(d, "x"), "old")
-			writeFile(t, filepath.Join(d, "sub/y"), "old")
+			testutil.WriteFile(t, filepath.Join(d, "x"), "old")
+			testutil.WriteFile(t, filepath.Join(d, "sub/y"), "old")
 			apply(t, d, mkTar(t, file(".wh.x", "")), archive.ApplyOptions{Format: format})
 			switch format {
 			case whiteout.Overlay:

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // ent is one entry of a tar built in a test.
@@ -185,23 +187,6 @@ func fingerprint(t *testing.T, root string) string {
 	return strings.Join(lines, "\n")
 }
 
-func writeFile(t *testing.T, p, body string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func mkdir(t *testing.T, p string) {
-	t.Helper()
-	if err := os.MkdirAll(p, 0o755); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func setXattr(t *testing.T, p, name, value string) {
 	t.Helper()
 	if err := unix.Lsetxattr(p, name, []byte(value), 0); err != nil {
@@ -255,13 +240,5 @@ func exists(p string) bool {
 // siblings lists the names beside dir (to see a staging dir left over).
 func siblings(t *testing.T, dir string) []string {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Dir(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
+	return testutil.ReadDirNames(t, filepath.Dir(dir))
 }
