@@ -588,7 +588,7 @@ func TestWriteCopyUpParents(t *testing.T) {
 			if err := unix.Lstat(filepath.Join(w.upper, "a/b"), &st); err != nil || st.Uid != 42 || st.Gid != 43 {
 				t.Errorf("copied parent a/b: owner %d:%d, %v; want 42:43", st.Uid, st.Gid, err)
 			}
-			if v, err := getXattr(filepath.Join(w.upper, "a/b"), "user.dir"); err != nil || string(v) != "b" {
+			if v, err := testutil.Getxattr(filepath.Join(w.upper, "a/b"), "user.dir"); err != nil || string(v) != "b" {
 				t.Errorf("copied parent a/b: user.dir = %q, %v", v, err)
 			}
 		})

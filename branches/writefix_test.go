@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -347,11 +348,11 @@ func upperMarkers(t testing.TB, upper string) map[string]string {
 		}
 		for _, ns := range whiteout.OverlayNamespaces {
 			nsName := strings.TrimSuffix(ns, ".")
-			for _, attr := range listXattrs(t, p) {
+			for _, attr := range testutil.XattrNames(t, p) {
 				if !strings.HasPrefix(attr, ns+"overlay.") {
 					continue
 				}
-				v, _ := getXattr(p, attr)
+				v, _ := testutil.Getxattr(p, attr)
 				switch attr[len(ns):] {
 				case "overlay.whiteout":
 					if st.Mode&unix.S_IFMT == unix.S_IFREG {
@@ -378,31 +379,6 @@ func upperMarkers(t testing.TB, upper string) map[string]string {
 		t.Fatalf("markers of %s: %v", upper, err)
 	}
 	return out
-}
-
-func listXattrs(t testing.TB, p string) []string {
-	t.Helper()
-	buf := make([]byte, 64*1024)
-	n, err := unix.Llistxattr(p, buf)
-	if err != nil {
-		t.Fatalf("llistxattr %s: %v", p, err)
-	}
-	var out []string
-	for _, a := range strings.Split(string(buf[:n]), "\x00") {
-		if a != "" {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-func getXattr(p, attr string) ([]byte, error) {
-	buf := make([]byte, 64*1024)
-	n, err := unix.Lgetxattr(p, attr, buf)
-	if err != nil {
-		return nil, err
-	}
-	return buf[:n], nil
 }
 
 // diffMaps fails with a readable diff when got differs from want.

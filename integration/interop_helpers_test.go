@@ -91,7 +91,7 @@ func snapshotBranch(t testing.TB, root string) branchState {
 		var s unix.Stat_t
 		require.NoError(t, unix.Lstat(full, &s), "lstat %s", full)
 		line := fmt.Sprintf("%s: %v nlink=%d ctime=%d.%09d xattrs=%s", p, tree.Nodes[p], s.Nlink,
-			s.Ctim.Sec, s.Ctim.Nsec, strings.Join(allXattrs(t, full), ","))
+			s.Ctim.Sec, s.Ctim.Nsec, strings.Join(testutil.Xattrs(t, full, ""), ","))
 		st.Lines = append(st.Lines, line)
 		fmt.Fprintln(h, line)
 	}
@@ -156,10 +156,6 @@ func capLines(lines []string, n int, sep string) string {
 	}
 	return strings.Join(lines[:n], sep) + fmt.Sprintf("%s(%d more)", sep, len(lines)-n)
 }
-
-// allXattrs lists every attribute of p (not following a symlink) as
-// name="value", sorted.
-func allXattrs(t testing.TB, p string) []string { return xattrsOf(t, p, "") }
 
 // fsNode is what the io/fs view of a union can tell about an object, and
 // what a walked Tree's Node is reduced to for comparing with it.

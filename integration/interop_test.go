@@ -427,7 +427,7 @@ func TestKernelInterop(t *testing.T) {
 	for _, w := range wantWh {
 		assert.True(t, whiteouts[w], "upper must hold a char 0/0 whiteout for %s; whiteouts: %v", w, whiteouts)
 	}
-	assert.Equal(t, []string{`trusted.overlay.opaque="y"`}, filterXattrs(allXattrs(t, filepath.Join(d.upper, "victim")), "trusted.overlay.opaque"),
+	assert.Equal(t, []string{`trusted.overlay.opaque="y"`}, filterXattrs(testutil.Xattrs(t, filepath.Join(d.upper, "victim"), ""), "trusted.overlay.opaque"),
 		"the recreated directory is opaque in the overlay format")
 
 	// Kernel overlay over the same lowers, upper and workdir.
@@ -476,7 +476,7 @@ func TestAufsInterop(t *testing.T) {
 			assert.Equal(t, uint32(unix.S_IFREG), o.Mode&unix.S_IFMT, "aufs marker %s must be a regular file", o.Path)
 		}
 		if o.Mode&unix.S_IFMT == unix.S_IFDIR {
-			x := filterXattrs(allXattrs(t, filepath.Join(d.upper, filepath.FromSlash(o.Path))), "trusted.overlay.opaque", "user.overlay.opaque")
+			x := filterXattrs(testutil.Xattrs(t, filepath.Join(d.upper, filepath.FromSlash(o.Path)), ""), "trusted.overlay.opaque", "user.overlay.opaque")
 			assert.Empty(t, x, "aufs format, yet %s carries an overlay opaque xattr", o.Path)
 		}
 	}
@@ -632,7 +632,7 @@ func TestWriteBasics(t *testing.T) {
 			assert.Equal(t, uint32(unix.S_IFREG|0o751), st.Mode, "%s: mode kept by copy-up", where)
 			assert.Equal(t, [2]uint32{1234, 5678}, [2]uint32{st.Uid, st.Gid}, "%s: owner kept by copy-up", where)
 			assert.Equal(t, want, hashFile(t, where), "%s: content", where)
-			assert.Equal(t, []string{`user.big="yes"`}, userXattrs(t, where), "%s: xattrs kept by copy-up", where)
+			assert.Equal(t, []string{`user.big="yes"`}, testutil.Xattrs(t, where, "user."), "%s: xattrs kept by copy-up", where)
 			if where == p && st.Ino != inoBefore {
 				t.Errorf("st_ino of big.bin changed with its copy-up: %d before, %d after", inoBefore, st.Ino)
 			}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // Node is what the walker records of one object (lstat, never following a
@@ -113,7 +114,7 @@ func walkTree(t testing.TB, root string, opts ...walkOptions) Tree {
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			n.Nlink = st.Nlink
 		}
-		n.Xattrs = userXattrs(t, p)
+		n.Xattrs = testutil.Xattrs(t, p, "user.")
 		if o.times {
 			n.Mtime = fmt.Sprintf("%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
 		}
@@ -149,37 +150,6 @@ func hashFile(t testing.TB, p string) string {
 func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
-}
-
-// userXattrs lists the user.* attributes of p (not following a symlink).
-func userXattrs(t testing.TB, p string) []string { return xattrsOf(t, p, "user.") }
-
-// xattrsOf lists the attributes of p whose names start with prefix (not
-// following a symlink) as name="value", sorted.
-func xattrsOf(t testing.TB, p, prefix string) []string {
-	t.Helper()
-	size, err := unix.Llistxattr(p, nil)
-	if err == unix.ENOTSUP || size == 0 {
-		return nil
-	}
-	require.NoError(t, err, "listxattr %s", p)
-	buf := make([]byte, size)
-	size, err = unix.Llistxattr(p, buf)
-	require.NoError(t, err, "listxattr %s", p)
-	var out []string
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
-		if !strings.HasPrefix(name, prefix) {
-			continue
-		}
-		vsize, err := unix.Lgetxattr(p, name, nil)
-		require.NoError(t, err, "getxattr %s %s", p, name)
-		val := make([]byte, vsize)
-		vsize, err = unix.Lgetxattr(p, name, val)
-		require.NoError(t, err, "getxattr %s %s", p, name)
-		out = append(out, fmt.Sprintf("%s=%q", name, val[:vsize]))
-	}
-	sort.Strings(out)
-	return out
 }
 
 // diffTrees lists every difference between want and got, one line each,

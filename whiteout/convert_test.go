@@ -81,9 +81,9 @@ func TestConvertRoundTrip(t *testing.T) {
 		charWhiteout(t, filepath.Join(d, "d", "gone2"))
 		xattrWhiteout(t, filepath.Join(d, "xd"), "w", "trusted.")
 		testutil.WriteFile(t, filepath.Join(d, "opq", "new"), "upper new")
-		setxattr(t, filepath.Join(d, "opq"), "trusted.overlay.opaque", "y")
+		testutil.SetxattrNeedRoot(t, filepath.Join(d, "opq"), "trusted.overlay.opaque", "y")
 		testutil.Mkdirs(t, filepath.Join(d, "moved"))
-		setxattr(t, filepath.Join(d, "moved"), "trusted.overlay.redirect", "/orig")
+		testutil.SetxattrNeedRoot(t, filepath.Join(d, "moved"), "trusted.overlay.redirect", "/orig")
 		charWhiteout(t, filepath.Join(d, "orig"))
 		return d
 	}

@@ -37,22 +37,22 @@ var plantedProblems = []struct {
 	}},
 	{whiteout.ProblemBadRedirect, "d", func(t *testing.T, d string) {
 		testutil.Mkdirs(t, filepath.Join(d, "d"))
-		setxattr(t, filepath.Join(d, "d"), "user.overlay.redirect", "/a/../../etc")
+		testutil.SetxattrNeedRoot(t, filepath.Join(d, "d"), "user.overlay.redirect", "/a/../../etc")
 	}},
 	{whiteout.ProblemInertXattrWhiteout, "f", func(t *testing.T, d string) {
 		testutil.WriteFile(t, filepath.Join(d, "f"), "")
-		setxattr(t, filepath.Join(d, "f"), "user.overlay.whiteout", "y")
+		testutil.SetxattrNeedRoot(t, filepath.Join(d, "f"), "user.overlay.whiteout", "y")
 	}},
 	{whiteout.ProblemMarkerNotEmpty, ".wh.y", func(t *testing.T, d string) {
 		testutil.WriteFile(t, filepath.Join(d, ".wh.y"), "not empty")
 	}},
 	{whiteout.ProblemBadOpaqueValue, "o", func(t *testing.T, d string) {
 		testutil.Mkdirs(t, filepath.Join(d, "o"))
-		setxattr(t, filepath.Join(d, "o"), "user.overlay.opaque", "maybe")
+		testutil.SetxattrNeedRoot(t, filepath.Join(d, "o"), "user.overlay.opaque", "maybe")
 	}},
 	{whiteout.ProblemMetacopy, "m", func(t *testing.T, d string) {
 		testutil.WriteFile(t, filepath.Join(d, "m"), "")
-		setxattr(t, filepath.Join(d, "m"), "trusted.overlay.metacopy", "")
+		testutil.SetxattrNeedRoot(t, filepath.Join(d, "m"), "trusted.overlay.metacopy", "")
 	}},
 	{whiteout.ProblemScratchLeftovers, whiteout.StrataScratch, func(t *testing.T, d string) {
 		testutil.WriteFile(t, filepath.Join(d, whiteout.StrataScratch, "strata", "tmp.1.1"), "half a copy")
@@ -106,11 +106,11 @@ func TestInspectInventory(t *testing.T) {
 	charWhiteout(t, filepath.Join(d, "gone"))
 	xattrWhiteout(t, filepath.Join(d, "x"), "w", "trusted.")
 	testutil.Mkdirs(t, filepath.Join(d, "opq"))
-	setxattr(t, filepath.Join(d, "opq"), "trusted.overlay.opaque", "y")
+	testutil.SetxattrNeedRoot(t, filepath.Join(d, "opq"), "trusted.overlay.opaque", "y")
 	testutil.Mkdirs(t, filepath.Join(d, "new"))
-	setxattr(t, filepath.Join(d, "new"), "trusted.overlay.redirect", "/old")
+	testutil.SetxattrNeedRoot(t, filepath.Join(d, "new"), "trusted.overlay.redirect", "/old")
 	testutil.WriteFile(t, filepath.Join(d, "copied"), "data")
-	setxattr(t, filepath.Join(d, "copied"), "trusted.strata.ino", "12345678")
+	testutil.SetxattrNeedRoot(t, filepath.Join(d, "copied"), "trusted.strata.ino", "12345678")
 	testutil.WriteFile(t, filepath.Join(d, "plain"), "")
 	if err := os.Symlink("plain", filepath.Join(d, "link")); err != nil {
 		t.Fatal(err)

@@ -18,23 +18,11 @@ import (
 
 // --- helpers ---------------------------------------------------------------
 
-func setxattr(t *testing.T, p, attr, val string) {
-	t.Helper()
-	if strings.HasPrefix(attr, "trusted.") {
-		testutil.NeedRoot(t, "trusted.* xattrs")
-	}
-	if err := unix.Lsetxattr(p, attr, []byte(val), 0); err != nil {
-		t.Fatalf("setxattr %s %s: %v", p, attr, err)
-	}
-}
-
 // charWhiteout makes an overlay whiteout (char 0/0) at p.
 func charWhiteout(t *testing.T, p string) {
 	t.Helper()
 	testutil.NeedRoot(t, "mknod of a char device 0/0")
-	if err := unix.Mknod(p, unix.S_IFCHR|0o600, 0); err != nil {
-		t.Fatalf("mknod %s: %v", p, err)
-	}
+	testutil.MknodWhiteout(t, p, 0o600)
 }
 
 // devNull makes a char device 1/3 at p: a real device, not a whiteout.
@@ -51,8 +39,8 @@ func devNull(t *testing.T, p string) {
 func xattrWhiteout(t *testing.T, dir, name, ns string) {
 	t.Helper()
 	testutil.WriteFile(t, filepath.Join(dir, name), "")
-	setxattr(t, filepath.Join(dir, name), ns+"overlay.whiteout", "y")
-	setxattr(t, dir, ns+"overlay.opaque", "x")
+	testutil.SetxattrNeedRoot(t, filepath.Join(dir, name), ns+"overlay.whiteout", "y")
+	testutil.SetxattrNeedRoot(t, dir, ns+"overlay.opaque", "x")
 }
 
 func markers(t *testing.T, dir string) whiteout.DirMarkers {
@@ -287,32 +275,32 @@ func TestReadDirMarkers(t *testing.T) {
 		},
 		{
 			name:  "trusted.overlay.opaque=y",
-			setup: func(t *testing.T, dir string) { setxattr(t, dir, "trusted.overlay.opaque", "y") },
+			setup: func(t *testing.T, dir string) { testutil.SetxattrNeedRoot(t, dir, "trusted.overlay.opaque", "y") },
 			want:  whiteout.DirMarkers{Opaque: whiteout.OpaqueOverlay},
 		},
 		{
 			name:  "user.overlay.opaque=y",
-			setup: func(t *testing.T, dir string) { setxattr(t, dir, "user.overlay.opaque", "y") },
+			setup: func(t *testing.T, dir string) { testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "y") },
 			want:  whiteout.DirMarkers{Opaque: whiteout.OpaqueOverlay},
 		},
 		{
 			name:  "trusted.overlay.opaque=x",
-			setup: func(t *testing.T, dir string) { setxattr(t, dir, "trusted.overlay.opaque", "x") },
+			setup: func(t *testing.T, dir string) { testutil.SetxattrNeedRoot(t, dir, "trusted.overlay.opaque", "x") },
 			want:  whiteout.DirMarkers{XattrWhiteouts: true},
 		},
 		{
 			name:  "user.overlay.opaque=x",
-			setup: func(t *testing.T, dir string) { setxattr(t, dir, "user.overlay.opaque", "x") },
+			setup: func(t *testing.T, dir string) { testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "x") },
 			want:  whiteout.DirMarkers{XattrWhiteouts: true},
 		},
 		{
 			name:  "user.overlay.opaque=n is not a marker",
-			setup: func(t *testing.T, dir string) { setxattr(t, dir, "user.overlay.opaque", "n") },
+			setup: func(t *testing.T, dir string) { testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "n") },
 			want:  whiteout.DirMarkers{},
 		},
 		{
 			name:  "an unrelated xattr is not a marker",
-			setup: func(t *testing.T, dir string) { setxattr(t, dir, "user.opaque", "y") },
+			setup: func(t *testing.T, dir string) { testutil.SetxattrNeedRoot(t, dir, "user.opaque", "y") },
 			want:  whiteout.DirMarkers{},
 		},
 		{
@@ -328,7 +316,7 @@ func TestReadDirMarkers(t *testing.T) {
 		{
 			name: "opaque=y in the xattr wins over .wh..wh..opq",
 			setup: func(t *testing.T, dir string) {
-				setxattr(t, dir, "user.overlay.opaque", "y")
+				testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "y")
 				testutil.WriteFile(t, filepath.Join(dir, whiteout.AufsOpaque), "")
 			},
 			want: whiteout.DirMarkers{Opaque: whiteout.OpaqueOverlay},
@@ -336,7 +324,7 @@ func TestReadDirMarkers(t *testing.T) {
 		{
 			name: "opaque=x with .wh..wh..opq",
 			setup: func(t *testing.T, dir string) {
-				setxattr(t, dir, "user.overlay.opaque", "x")
+				testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "x")
 				testutil.WriteFile(t, filepath.Join(dir, whiteout.AufsOpaque), "")
 			},
 			want: whiteout.DirMarkers{Opaque: whiteout.OpaqueAufs, XattrWhiteouts: true},
@@ -344,8 +332,8 @@ func TestReadDirMarkers(t *testing.T) {
 		{
 			name: "trusted y and user x",
 			setup: func(t *testing.T, dir string) {
-				setxattr(t, dir, "trusted.overlay.opaque", "y")
-				setxattr(t, dir, "user.overlay.opaque", "x")
+				testutil.SetxattrNeedRoot(t, dir, "trusted.overlay.opaque", "y")
+				testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "x")
 			},
 			want: whiteout.DirMarkers{Opaque: whiteout.OpaqueOverlay, XattrWhiteouts: true},
 		},
@@ -453,7 +441,7 @@ func TestLookupName(t *testing.T) {
 			lookup: "x",
 			setup: func(t *testing.T, dir string) {
 				testutil.WriteFile(t, filepath.Join(dir, "x"), "")
-				setxattr(t, filepath.Join(dir, "x"), "user.overlay.whiteout", "y")
+				testutil.SetxattrNeedRoot(t, filepath.Join(dir, "x"), "user.overlay.whiteout", "y")
 			},
 			want: want{present: true, typ: unix.S_IFREG},
 		},
@@ -462,7 +450,7 @@ func TestLookupName(t *testing.T) {
 			lookup: "x",
 			setup: func(t *testing.T, dir string) {
 				testutil.WriteFile(t, filepath.Join(dir, "x"), "")
-				setxattr(t, filepath.Join(dir, "x"), "trusted.overlay.whiteout", "y")
+				testutil.SetxattrNeedRoot(t, filepath.Join(dir, "x"), "trusted.overlay.whiteout", "y")
 			},
 			want: want{present: true, typ: unix.S_IFREG},
 		},
@@ -488,9 +476,9 @@ func TestLookupName(t *testing.T) {
 			name:   "directory with overlay.whiteout in an opaque=x dir is a directory",
 			lookup: "d",
 			setup: func(t *testing.T, dir string) {
-				setxattr(t, dir, "user.overlay.opaque", "x")
+				testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "x")
 				testutil.Mkdirs(t, filepath.Join(dir, "d"))
-				setxattr(t, filepath.Join(dir, "d"), "user.overlay.whiteout", "y")
+				testutil.SetxattrNeedRoot(t, filepath.Join(dir, "d"), "user.overlay.whiteout", "y")
 			},
 			want: want{present: true, typ: unix.S_IFDIR},
 		},
@@ -654,7 +642,7 @@ func TestClassify(t *testing.T) {
 				xattrWhiteout(t, dir, "xwh", "user.")
 				testutil.WriteFile(t, filepath.Join(dir, "empty"), "")
 				testutil.WriteFile(t, filepath.Join(dir, "full"), "data")
-				setxattr(t, filepath.Join(dir, "full"), "user.overlay.whiteout", "y")
+				testutil.SetxattrNeedRoot(t, filepath.Join(dir, "full"), "user.overlay.whiteout", "y")
 				testutil.Mkdirs(t, filepath.Join(dir, "dir"))
 			},
 			wantNames: []entry{{"dir", unix.DT_DIR}, {"empty", unix.DT_REG}, {"full", unix.DT_REG}},
@@ -666,7 +654,7 @@ func TestClassify(t *testing.T) {
 			name: "xattr whiteout file without opaque=x is listed",
 			setup: func(t *testing.T, dir string) {
 				testutil.WriteFile(t, filepath.Join(dir, "xwh"), "")
-				setxattr(t, filepath.Join(dir, "xwh"), "user.overlay.whiteout", "y")
+				testutil.SetxattrNeedRoot(t, filepath.Join(dir, "xwh"), "user.overlay.whiteout", "y")
 			},
 			wantNames:  []entry{{"xwh", unix.DT_REG}},
 			wantHidden: map[string]whiteout.Kind{},

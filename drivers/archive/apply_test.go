@@ -80,10 +80,10 @@ func TestApplyEveryType(t *testing.T) {
 	if target, _ := os.Readlink(filepath.Join(d, "etc/abs")); target != "/nowhere/at/all" {
 		t.Errorf("symlink target = %q", target)
 	}
-	if v, _ := getXattr(filepath.Join(d, "etc/motd"), "user.note"); v != "n" {
+	if v, _ := testutil.Getxattr(filepath.Join(d, "etc/motd"), "user.note"); v != "n" {
 		t.Errorf("user.note = %q", v)
 	}
-	if v, _ := getXattr(filepath.Join(d, "etc/motd"), "trusted.sec"); v != "t" {
+	if v, _ := testutil.Getxattr(filepath.Join(d, "etc/motd"), "trusted.sec"); v != "t" {
 		t.Errorf("trusted.sec = %q", v)
 	}
 	if b, _ := os.ReadFile(filepath.Join(d, "etc/motd.link")); string(b) != "hello" {
@@ -115,12 +115,12 @@ func TestApplyWhiteouts(t *testing.T) {
 		d := newLayer(t)
 		apply(t, d, tb, archive.ApplyOptions{Format: whiteout.Overlay})
 		for _, p := range []string{"a/gone", "topgone"} {
-			if !isCharWhiteout(filepath.Join(d, p)) {
+			if !testutil.IsCharWhiteout(filepath.Join(d, p)) {
 				t.Errorf("%s: want a char 0/0 whiteout", p)
 			}
 		}
 		for _, p := range []string{"b", "again"} {
-			if v, _ := getXattr(filepath.Join(d, p), "trusted.overlay.opaque"); v != "y" {
+			if v, _ := testutil.Getxattr(filepath.Join(d, p), "trusted.overlay.opaque"); v != "y" {
 				t.Errorf("%s: trusted.overlay.opaque = %q, want y", p, v)
 			}
 		}
@@ -146,7 +146,7 @@ func TestApplyWhiteouts(t *testing.T) {
 				t.Errorf("%s: must not exist (the same layer's object took the name)", p)
 			}
 		}
-		if _, ok := getXattr(filepath.Join(d, "b"), "trusted.overlay.opaque"); ok {
+		if _, err := testutil.Getxattr(filepath.Join(d, "b"), "trusted.overlay.opaque"); err == nil {
 			t.Errorf("aufs format wrote an overlay opaque xattr")
 		}
 	})
@@ -204,7 +204,7 @@ func TestApplyOpaqueOrder(t *testing.T) {
 func TestApplyReplace(t *testing.T) {
 	d := newLayer(t)
 	testutil.WriteFile(t, filepath.Join(d, "dir/keep"), "k")
-	setXattr(t, filepath.Join(d, "dir"), "user.old", "o")
+	testutil.Setxattr(t, filepath.Join(d, "dir"), "user.old", "o")
 	testutil.WriteFile(t, filepath.Join(d, "file-to-dir"), "f")
 	testutil.WriteFile(t, filepath.Join(d, "dir-to-file/x"), "x")
 	if err := os.Symlink("/", filepath.Join(d, "link-to-dir")); err != nil {
@@ -225,10 +225,10 @@ func TestApplyReplace(t *testing.T) {
 	if !exists(filepath.Join(d, "dir/keep")) {
 		t.Errorf("dir over dir must merge")
 	}
-	if _, ok := getXattr(filepath.Join(d, "dir"), "user.old"); ok {
+	if _, err := testutil.Getxattr(filepath.Join(d, "dir"), "user.old"); err == nil {
 		t.Errorf("dir over dir must replace xattrs: user.old is still there")
 	}
-	if v, _ := getXattr(filepath.Join(d, "dir"), "user.new"); v != "n" {
+	if v, _ := testutil.Getxattr(filepath.Join(d, "dir"), "user.new"); v != "n" {
 		t.Errorf("user.new = %q", v)
 	}
 	for _, p := range []string{"file-to-dir/in", "link-to-dir/in"} {
@@ -319,7 +319,7 @@ func TestApplyOverLayerContent(t *testing.T) {
 			apply(t, d, mkTar(t, file(".wh.x", "")), archive.ApplyOptions{Format: format})
 			switch format {
 			case whiteout.Overlay:
-				if !isCharWhiteout(filepath.Join(d, "x")) {
+				if !testutil.IsCharWhiteout(filepath.Join(d, "x")) {
 					t.Errorf("x: want a char 0/0 whiteout in its place")
 				}
 			case whiteout.Aufs:

@@ -158,22 +158,22 @@ func TestChangesAgree(t *testing.T) {
 	}
 	second := newLayer(t)
 	testutil.WriteFile(t, filepath.Join(second, "etc/conf"), "c2")
-	mknodWhiteout(t, filepath.Join(second, "tmp"))
+	testutil.MknodWhiteout(t, filepath.Join(second, "tmp"), 0)
 	// The top layer: kernel overlay's own form of "mv usr/lib usr/lib64;
 	// rm usr/lib64/a; echo > usr/lib64/new; rm -r var; mkdir var; touch
 	// var/fresh; rm etc/old; echo > etc/add; mkdir tmp".
 	top := newLayer(t)
 	j := func(p string) string { return filepath.Join(top, p) }
 	testutil.Mkdirs(t, j("usr"))
-	mknodWhiteout(t, j("usr/lib"))
+	testutil.MknodWhiteout(t, j("usr/lib"), 0)
 	testutil.Mkdirs(t, j("usr/lib64"))
-	setXattr(t, j("usr/lib64"), "trusted.overlay.redirect", "/usr/lib")
-	mknodWhiteout(t, j("usr/lib64/a"))
+	testutil.Setxattr(t, j("usr/lib64"), "trusted.overlay.redirect", "/usr/lib")
+	testutil.MknodWhiteout(t, j("usr/lib64/a"), 0)
 	testutil.WriteFile(t, j("usr/lib64/new"), "n")
 	testutil.WriteFile(t, j("var/fresh"), "f")
-	setXattr(t, j("var"), "trusted.overlay.opaque", "y")
+	testutil.Setxattr(t, j("var"), "trusted.overlay.opaque", "y")
 	testutil.Mkdirs(t, j("etc"))
-	mknodWhiteout(t, j("etc/old"))
+	testutil.MknodWhiteout(t, j("etc/old"), 0)
 	testutil.WriteFile(t, j("etc/add"), "+")
 	testutil.Mkdirs(t, j("tmp"))
 
@@ -226,11 +226,11 @@ func TestDiffRedirectTar(t *testing.T) {
 	testutil.WriteFile(t, filepath.Join(lower, "old/a"), "a")
 	testutil.WriteFile(t, filepath.Join(lower, "old/sub/b"), "b")
 	top := newLayer(t)
-	mknodWhiteout(t, filepath.Join(top, "old"))
+	testutil.MknodWhiteout(t, filepath.Join(top, "old"), 0)
 	testutil.Mkdirs(t, filepath.Join(top, "new"))
-	setXattr(t, filepath.Join(top, "new"), "trusted.overlay.redirect", "old")
+	testutil.Setxattr(t, filepath.Join(top, "new"), "trusted.overlay.redirect", "old")
 	testutil.WriteFile(t, filepath.Join(top, "new/c"), "c")
-	mknodWhiteout(t, filepath.Join(top, "new/a"))
+	testutil.MknodWhiteout(t, filepath.Join(top, "new/a"), 0)
 	got := tarNames(t, diff(t, top, archive.DiffOptions{Parent: os.DirFS(lower)}))
 	want := []string{".wh.old", "new/", "new/.wh..wh..opq", "new/c", "new/sub/", "new/sub/b"}
 	if !slices.Equal(got, want) {
@@ -262,7 +262,7 @@ func TestChangesTreesDiffTrees(t *testing.T) {
 	testutil.WriteFile(t, j(child, "dir2file"), "now a file")
 	testutil.WriteFile(t, j(child, "deep/a/b/new"), "n")
 	testutil.WriteFile(t, j(child, "added/dir/f"), "f")
-	setXattr(t, j(child, "xattr"), "user.k", "v")
+	testutil.Setxattr(t, j(child, "xattr"), "user.k", "v")
 	os.Remove(j(child, "sym"))
 	if err := os.Symlink("mode", j(child, "sym")); err != nil {
 		t.Fatal(err)

@@ -33,10 +33,10 @@ func everyTypeLayer(t *testing.T) string {
 	d := filepath.Join(t.TempDir(), "layer")
 	j := func(p string) string { return filepath.Join(d, p) }
 	testutil.WriteFile(t, j("bin/tool"), "#!/bin/true\n")
-	setXattr(t, j("bin/tool"), "user.x", "1")
-	setXattr(t, j("bin/tool"), "trusted.t", "2")
-	setXattr(t, j("bin/tool"), "trusted.overlay.origin", "skip me")
-	setXattr(t, j("bin/tool"), "user.strata.ino", "skip me too")
+	testutil.Setxattr(t, j("bin/tool"), "user.x", "1")
+	testutil.Setxattr(t, j("bin/tool"), "trusted.t", "2")
+	testutil.Setxattr(t, j("bin/tool"), "trusted.overlay.origin", "skip me")
+	testutil.Setxattr(t, j("bin/tool"), "user.strata.ino", "skip me too")
 	if err := unix.Chmod(j("bin/tool"), 0o4755); err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func everyTypeLayer(t *testing.T) string {
 	if err := os.Lchown(j("home/owned"), 1000, 1001); err != nil {
 		t.Fatal(err)
 	}
-	setXattr(t, j("home"), "user.dir", "d")
+	testutil.Setxattr(t, j("home"), "user.dir", "d")
 	testutil.Mkdirs(t, j("dev"))
 	if err := unix.Mknod(j("dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
 		t.Fatal(err)
@@ -67,15 +67,15 @@ func everyTypeLayer(t *testing.T) string {
 	}
 	// Whiteouts in three dialects.
 	testutil.WriteFile(t, j("etc/keep"), "k")
-	mknodWhiteout(t, j("etc/gone"))
+	testutil.MknodWhiteout(t, j("etc/gone"), 0)
 	testutil.WriteFile(t, j("etc/.wh.old"), "")
 	testutil.WriteFile(t, j("x/real"), "r")
 	testutil.WriteFile(t, j("x/xw"), "")
-	setXattr(t, j("x/xw"), "trusted.overlay.whiteout", "")
-	setXattr(t, j("x"), "trusted.overlay.opaque", "x")
+	testutil.Setxattr(t, j("x/xw"), "trusted.overlay.whiteout", "")
+	testutil.Setxattr(t, j("x"), "trusted.overlay.opaque", "x")
 	// Opaque dirs in two dialects.
 	testutil.WriteFile(t, j("opq1/f"), "f")
-	setXattr(t, j("opq1"), "trusted.overlay.opaque", "y")
+	testutil.Setxattr(t, j("opq1"), "trusted.overlay.opaque", "y")
 	testutil.WriteFile(t, j("opq2/g"), "g")
 	testutil.WriteFile(t, j("opq2/.wh..wh..opq"), "")
 	// aufs "deleted, then made again in the same layer".

@@ -174,9 +174,8 @@ func fingerprint(t *testing.T, root string) string {
 			}
 			line += " linkgroup=" + groups[key]
 		}
-		for _, n := range listXattrs(p) {
-			v, _ := getXattr(p, n)
-			line += fmt.Sprintf(" %s=%q", n, v)
+		for _, x := range testutil.Xattrs(t, p, "") {
+			line += " " + x
 		}
 		lines = append(lines, line)
 		return nil
@@ -185,51 +184,6 @@ func fingerprint(t *testing.T, root string) string {
 		t.Fatalf("fingerprint %s: %v", root, err)
 	}
 	return strings.Join(lines, "\n")
-}
-
-func setXattr(t *testing.T, p, name, value string) {
-	t.Helper()
-	if err := unix.Lsetxattr(p, name, []byte(value), 0); err != nil {
-		t.Fatalf("setxattr %s %s: %v", p, name, err)
-	}
-}
-
-func getXattr(p, name string) (string, bool) {
-	buf := make([]byte, 64*1024)
-	n, err := unix.Lgetxattr(p, name, buf)
-	if err != nil {
-		return "", false
-	}
-	return string(buf[:n]), true
-}
-
-// listXattrs lists p's xattr names, sorted.
-func listXattrs(p string) []string {
-	buf := make([]byte, 64*1024)
-	n, err := unix.Llistxattr(p, buf)
-	if err != nil || n <= 0 {
-		return nil
-	}
-	var names []string
-	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if name != "" {
-			names = append(names, name)
-		}
-	}
-	slices.Sort(names)
-	return names
-}
-
-func mknodWhiteout(t *testing.T, p string) {
-	t.Helper()
-	if err := unix.Mknod(p, unix.S_IFCHR, 0); err != nil {
-		t.Fatalf("mknod %s: %v", p, err)
-	}
-}
-
-func isCharWhiteout(p string) bool {
-	var st unix.Stat_t
-	return unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
 }
 
 func exists(p string) bool {
