@@ -5,13 +5,10 @@ package branches_test
 // openers and a tree snapshot to prove that Open writes nothing.
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
@@ -243,70 +240,11 @@ func layerIndexes(e *branches.Entry) []int {
 	return out
 }
 
-// snapshot describes every object under root (type, mode, size, times,
-// content hash, link target, device, xattrs), one sorted line each, to
-// prove that an operation changed nothing.
+// snapshot describes every object under root (mode, size, inode number,
+// link count, device, mtime and ctime, content hash or link target,
+// xattrs), one line each, to prove that an operation changed nothing.
 func snapshot(t testing.TB, root string) string {
 	t.Helper()
-	var lines []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		line := fmt.Sprintf("%s mode=%o size=%d ino=%d nlink=%d rdev=%d mtime=%d.%09d ctime=%d.%09d",
-			rel, st.Mode, st.Size, st.Ino, st.Nlink, st.Rdev, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			line += fmt.Sprintf(" sha256=%x", sha256.Sum256(b))
-		case unix.S_IFLNK:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			line += " -> " + target
-		}
-		line += " xattrs=" + xattrs(t, p)
-		lines = append(lines, line)
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("snapshot %s: %v", root, err)
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
-}
-
-func xattrs(t testing.TB, p string) string {
-	t.Helper()
-	buf := make([]byte, 64*1024)
-	n, err := unix.Llistxattr(p, buf)
-	if err != nil {
-		if err == unix.ENOTSUP {
-			return "-"
-		}
-		t.Fatalf("llistxattr %s: %v", p, err)
-	}
-	var out []string
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
-		if name == "" {
-			continue
-		}
-		v := make([]byte, 64*1024)
-		m, err := unix.Lgetxattr(p, name, v)
-		if err != nil {
-			t.Fatalf("lgetxattr %s %s: %v", p, name, err)
-		}
-		out = append(out, fmt.Sprintf("%s=%q", name, v[:m]))
-	}
-	sort.Strings(out)
-	return "[" + strings.Join(out, " ") + "]"
+	return testutil.Snapshot(t, root, testutil.WithSize|testutil.WithContent|testutil.WithRdev|testutil.WithIno|
+		testutil.WithNlink|testutil.WithMtime|testutil.WithRootMtime|testutil.WithCtime|testutil.WithXattrs)
 }

@@ -1,12 +1,10 @@
 package drivers_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -62,24 +60,13 @@ func fakeAufsStore(t *testing.T) string {
 	return dir
 }
 
-// stamps lists every object below dir with its mtime and ctime: reading a
-// tree changes neither, any write changes a ctime.
-func stamps(t *testing.T, dir string) []string {
-	var out []string
-	require.NoError(t, filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		out = append(out, fmt.Sprintf("%s %v %d.%d %d.%d", p, fi.Mode(), st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec))
-		return nil
-	}))
-	return out
-}
+// stamps are every object's mtime and ctime: reading a tree changes
+// neither, any write changes a ctime.
+const stamps = testutil.WithMtime | testutil.WithRootMtime | testutil.WithCtime
 
 func TestImportAufs(t *testing.T) {
 	src := fakeAufsStore(t)
-	before := stamps(t, src)
+	before := testutil.Snapshot(t, src, stamps)
 	trees := map[string][2]drivertest.Tree{}
 	for _, backend := range crossBackends {
 		t.Run(backend, func(t *testing.T) {
@@ -120,7 +107,7 @@ func TestImportAufs(t *testing.T) {
 			require.NoError(t, s.Put("ctr"))
 		})
 	}
-	require.Equal(t, before, stamps(t, src), "the aufs store was modified")
+	require.Equal(t, before, testutil.Snapshot(t, src, stamps), "the aufs store was modified")
 	var backends []string
 	for b := range trees {
 		backends = append(backends, b)

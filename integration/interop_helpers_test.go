@@ -67,36 +67,25 @@ func mountKernelOverlayRW(t testing.TB, mnt string, lowers []string, upper, work
 }
 
 // branchState is a record of a branch directory detailed enough to notice
-// any change: per object its type, mode, owner, size, content, symlink
-// target, link count, every xattr (any namespace), mtime and ctime.
+// any change: per object its type, mode, owner, content (so size),
+// symlink target, device, link count, every xattr (any namespace), mtime
+// and ctime.
 type branchState struct {
 	Root  string
-	Lines []string // one per object, sorted by path
+	Lines []string // one per object, in testutil.Walk's order
 	Sum   string   // sha256 of Lines
 }
+
+// branchFields are what branchState records of each object.
+const branchFields = testutil.WithOwner | testutil.WithContent | testutil.WithRdev | testutil.WithNlink |
+	testutil.WithMtime | testutil.WithRootMtime | testutil.WithCtime | testutil.WithXattrs
 
 // snapshotBranch records root (see branchState).
 func snapshotBranch(t testing.TB, root string) branchState {
 	t.Helper()
-	tree := walkTree(t, root, walkOptions{times: true})
-	paths := make([]string, 0, len(tree.Nodes))
-	for p := range tree.Nodes {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	st := branchState{Root: root}
-	h := sha256.New()
-	for _, p := range paths {
-		full := filepath.Join(root, filepath.FromSlash(p))
-		var s unix.Stat_t
-		require.NoError(t, unix.Lstat(full, &s), "lstat %s", full)
-		line := fmt.Sprintf("%s: %v nlink=%d ctime=%d.%09d xattrs=%s", p, tree.Nodes[p], s.Nlink,
-			s.Ctim.Sec, s.Ctim.Nsec, strings.Join(testutil.Xattrs(t, full, ""), ","))
-		st.Lines = append(st.Lines, line)
-		fmt.Fprintln(h, line)
-	}
-	st.Sum = hex.EncodeToString(h.Sum(nil))
-	return st
+	snap := testutil.Snapshot(t, root, branchFields)
+	sum := sha256.Sum256([]byte(snap))
+	return branchState{Root: root, Lines: strings.Split(snap, "\n"), Sum: hex.EncodeToString(sum[:])}
 }
 
 // snapshotBranches records each of dirs.

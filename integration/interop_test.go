@@ -631,7 +631,7 @@ func TestWriteBasics(t *testing.T) {
 			assert.Equal(t, int64(len(big)+5), st.Size, "%s: size", where)
 			assert.Equal(t, uint32(unix.S_IFREG|0o751), st.Mode, "%s: mode kept by copy-up", where)
 			assert.Equal(t, [2]uint32{1234, 5678}, [2]uint32{st.Uid, st.Gid}, "%s: owner kept by copy-up", where)
-			assert.Equal(t, want, hashFile(t, where), "%s: content", where)
+			assert.Equal(t, want, testutil.HashFile(t, where), "%s: content", where)
 			assert.Equal(t, []string{`user.big="yes"`}, testutil.Xattrs(t, where, "user."), "%s: xattrs kept by copy-up", where)
 			if where == p && st.Ino != inoBefore {
 				t.Errorf("st_ino of big.bin changed with its copy-up: %d before, %d after", inoBefore, st.Ino)

@@ -308,7 +308,7 @@ func stressDirState(t *testing.T, dir string) map[string]stressFileState {
 			out[name] = stressFileState{SHA256: fmt.Sprintf("not a regular file (mode %o)", st.Mode)}
 			continue
 		}
-		out[name] = stressFileState{Size: st.Size, SHA256: hashFile(t, p), Perm: st.Mode & 0o7777, Nlink: uint64(st.Nlink)}
+		out[name] = stressFileState{Size: st.Size, SHA256: testutil.HashFile(t, p), Perm: st.Mode & 0o7777, Nlink: uint64(st.Nlink)}
 		byIno[st.Ino] = append(byIno[st.Ino], name)
 		inos[name] = st.Ino
 	}

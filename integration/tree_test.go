@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -95,15 +94,12 @@ func walkTree(t testing.TB, root string, opts ...walkOptions) Tree {
 		o = opts[0]
 	}
 	tree := Tree{Root: root, Nodes: map[string]Node{}, Inos: map[string]uint64{}, Types: map[string]uint32{}, Nlinks: map[string]uint64{}}
-	var walk func(rel string)
-	walk = func(rel string) {
-		p := filepath.Join(root, filepath.FromSlash(rel))
-		var st unix.Stat_t
-		require.NoError(t, unix.Lstat(p, &st), "lstat %s", p)
+	testutil.Walk(t, root, func(rel, p string, st *unix.Stat_t) {
+		t.Helper()
 		n := Node{Type: branches.TypeName(st.Mode), Perm: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
-			n.Size, n.SHA256 = st.Size, hashFile(t, p)
+			n.Size, n.SHA256 = st.Size, testutil.HashFile(t, p)
 		case unix.S_IFLNK:
 			target, err := os.Readlink(p)
 			require.NoError(t, err, "readlink %s", p)
@@ -119,32 +115,8 @@ func walkTree(t testing.TB, root string, opts ...walkOptions) Tree {
 			n.Mtime = fmt.Sprintf("%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
 		}
 		tree.Nodes[rel], tree.Inos[rel], tree.Types[rel], tree.Nlinks[rel] = n, st.Ino, st.Mode&unix.S_IFMT, st.Nlink
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			return
-		}
-		f, err := os.Open(p)
-		require.NoError(t, err, "open directory %s", p)
-		names, err := f.Readdirnames(-1)
-		f.Close()
-		require.NoError(t, err, "readdir %s", p)
-		sort.Strings(names)
-		for _, name := range names {
-			walk(path.Join(rel, name))
-		}
-	}
-	walk(".")
+	})
 	return tree
-}
-
-func hashFile(t testing.TB, p string) string {
-	t.Helper()
-	f, err := os.Open(p)
-	require.NoError(t, err, "open %s", p)
-	defer f.Close()
-	h := sha256.New()
-	_, err = io.Copy(h, f)
-	require.NoError(t, err, "read %s", p)
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func sha256Hex(s string) string {

@@ -3,11 +3,8 @@ package whiteout_test
 import (
 	"io/fs"
 	"maps"
-	"os"
 	"path/filepath"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
 	"github.com/strata-fs/strata/internal/testutil"
@@ -123,11 +120,11 @@ func TestConvertRoundTrip(t *testing.T) {
 				}
 			}
 
-			before := dirSnapshot(t, upper)
+			before := testutil.Snapshot(t, upper, testutil.WithXattrNames)
 			if len(convert(t, upper, tc.first, true)) == 0 {
 				t.Fatal("dry run: nothing to convert")
 			}
-			if dirSnapshot(t, upper) != before {
+			if testutil.Snapshot(t, upper, testutil.WithXattrNames) != before {
 				t.Fatal("a dry run changed the branch")
 			}
 			for _, to := range []whiteout.Format{tc.first, tc.back} {
@@ -151,29 +148,3 @@ func TestConvertRoundTrip(t *testing.T) {
 }
 
 // dirSnapshot lists every entry under dir with its mode, size and xattrs.
-func dirSnapshot(t *testing.T, dir string) string {
-	t.Helper()
-	var s string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		names, _ := xattrNames(p)
-		s += p + " " + info.Mode().String() + " " + names + "\n"
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func xattrNames(p string) (string, error) {
-	buf := make([]byte, 4096)
-	n, err := unix.Llistxattr(p, buf)
-	return string(buf[:max(n, 0)]), err
-}

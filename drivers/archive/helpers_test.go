@@ -3,7 +3,6 @@ package archive_test
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -12,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/internal/testutil"
 )
@@ -133,57 +130,14 @@ func tarNames(t *testing.T, b []byte) []string {
 }
 
 // fingerprint describes a tree completely, markers and every xattr
-// included: one line per object with type, mode, owner, size, mtime,
-// device, symlink target, content hash, xattrs, and which hard-link group
-// it belongs to. Two trees with equal fingerprints are the same to any
-// reader of layers.
+// included: one line per object with type, mode, owner, mtime (but the
+// root's), device, symlink target, content hash, xattrs, and which
+// hard-link group it belongs to. Two trees with equal fingerprints are
+// the same to any reader of layers.
 func fingerprint(t *testing.T, root string) string {
 	t.Helper()
-	var lines []string
-	groups := map[[2]uint64]string{}
-	err := filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		line := fmt.Sprintf("%s type=%o mode=%o %d:%d", rel, st.Mode&unix.S_IFMT, st.Mode&0o7777, st.Uid, st.Gid)
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR || rel != "." {
-			line += fmt.Sprintf(" mtime=%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
-		}
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			line += fmt.Sprintf(" size=%d sha=%x", st.Size, sha256.Sum256(b))
-		case unix.S_IFLNK:
-			target, _ := os.Readlink(p)
-			line += " -> " + target
-		case unix.S_IFCHR, unix.S_IFBLK:
-			line += fmt.Sprintf(" dev=%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
-		}
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink > 1 {
-			key := [2]uint64{st.Dev, st.Ino}
-			if _, ok := groups[key]; !ok {
-				groups[key] = rel
-			}
-			line += " linkgroup=" + groups[key]
-		}
-		for _, x := range testutil.Xattrs(t, p, "") {
-			line += " " + x
-		}
-		lines = append(lines, line)
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("fingerprint %s: %v", root, err)
-	}
-	return strings.Join(lines, "\n")
+	return testutil.Snapshot(t, root, testutil.WithOwner|testutil.WithContent|testutil.WithRdev|testutil.WithMtime|
+		testutil.WithLinkGroups|testutil.WithXattrs)
 }
 
 func exists(p string) bool {
