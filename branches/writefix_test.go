@@ -10,11 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
@@ -384,23 +382,9 @@ func upperMarkers(t testing.TB, upper string) map[string]string {
 // diffMaps fails with a readable diff when got differs from want.
 func diffMaps(t testing.TB, what string, want, got map[string]string) {
 	t.Helper()
-	if maps.Equal(want, got) {
-		return
+	if d := testutil.DiffMaps(want, got); len(d) > 0 {
+		t.Errorf("%s differs:\n  %s", what, strings.Join(d, "\n  "))
 	}
-	var lines []string
-	for _, k := range slices.Sorted(maps.Keys(want)) {
-		if g, ok := got[k]; !ok {
-			lines = append(lines, fmt.Sprintf("  missing %s = %s", k, want[k]))
-		} else if g != want[k] {
-			lines = append(lines, fmt.Sprintf("  %s = %s, want %s", k, g, want[k]))
-		}
-	}
-	for _, k := range slices.Sorted(maps.Keys(got)) {
-		if _, ok := want[k]; !ok {
-			lines = append(lines, fmt.Sprintf("  unexpected %s = %s", k, got[k]))
-		}
-	}
-	t.Errorf("%s differs:\n%s", what, strings.Join(lines, "\n"))
 }
 
 // withoutPrefix drops the keys of m at or below the union path p.

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
@@ -254,37 +253,6 @@ func fsPerm(m fs.FileMode) uint32 {
 		p |= unix.S_ISVTX
 	}
 	return p
-}
-
-// diffStates lists the differences between two maps of per-path states
-// (a walked tree, a model's files), sorted by path.
-func diffStates[V comparable](want, got map[string]V) []string {
-	paths := map[string]bool{}
-	for p := range want {
-		paths[p] = true
-	}
-	for p := range got {
-		paths[p] = true
-	}
-	sorted := make([]string, 0, len(paths))
-	for p := range paths {
-		sorted = append(sorted, p)
-	}
-	sort.Strings(sorted)
-	var out []string
-	for _, p := range sorted {
-		w, inWant := want[p]
-		g, inGot := got[p]
-		switch {
-		case !inGot:
-			out = append(out, fmt.Sprintf("%s: missing (want %v)", p, w))
-		case !inWant:
-			out = append(out, fmt.Sprintf("%s: unexpected (got %v)", p, g))
-		case w != g:
-			out = append(out, fmt.Sprintf("%s: want %v, got %v", p, w, g))
-		}
-	}
-	return out
 }
 
 // branchObject is one object found by scanBranch.

@@ -497,7 +497,7 @@ func TestAufsInterop(t *testing.T) {
 		require.NoError(t, err)
 		defer stack.Close()
 		got := walkFS(t, stack.FS())
-		if diffs := diffStates(reduceTree(first), got); len(diffs) > 0 {
+		if diffs := testutil.DiffMaps(reduceTree(first), got); len(diffs) > 0 {
 			t.Errorf("strata mount (want) and the io/fs view of the same branches (got) differ in %d places:\n\t%s",
 				len(diffs), strings.Join(diffs, "\n\t"))
 		}

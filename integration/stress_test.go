@@ -286,7 +286,7 @@ func checkStressTree(t *testing.T, what, root string, cfg stressConfig, ops []in
 		}
 		want := stressExpected(cfg.Shape, cfg.Seed, w, ops[w])
 		got := stressDirState(t, filepath.Join(root, fmt.Sprintf("w%d", w)))
-		if diff := diffStates(want, got); len(diff) > 0 {
+		if diff := testutil.DiffMaps(want, got); len(diff) > 0 {
 			t.Errorf("%s: w%d after %d operations differs from the model in %d names:\n  %s",
 				what, w, ops[w], len(diff), capLines(diff, 20, "\n  "))
 		}

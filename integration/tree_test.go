@@ -127,34 +127,7 @@ func sha256Hex(s string) string {
 // diffTrees lists every difference between want and got, one line each,
 // sorted by path.
 func diffTrees(want, got Tree) []string {
-	paths := map[string]bool{}
-	for p := range want.Nodes {
-		paths[p] = true
-	}
-	for p := range got.Nodes {
-		paths[p] = true
-	}
-	sorted := make([]string, 0, len(paths))
-	for p := range paths {
-		sorted = append(sorted, p)
-	}
-	sort.Strings(sorted)
-	var out []string
-	for _, p := range sorted {
-		w, inWant := want.Nodes[p]
-		g, inGot := got.Nodes[p]
-		switch {
-		case !inGot:
-			out = append(out, fmt.Sprintf("%s: missing (want %v)", p, w))
-		case !inWant:
-			out = append(out, fmt.Sprintf("%s: unexpected (got %v)", p, g))
-		default:
-			for _, d := range diffNode(w, g) {
-				out = append(out, p+": "+d)
-			}
-		}
-	}
-	return out
+	return testutil.DiffMapsFunc(want.Nodes, got.Nodes, diffNode)
 }
 
 func diffNode(w, g Node) []string {
