@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // explainMatrix is the union matrix explain is checked over: one writable
@@ -116,7 +117,7 @@ var explainCases = []explainCase{
 // number before the copy-up.
 func newExplainMatrix(t *testing.T) (*wstack, uint64) {
 	t.Helper()
-	needRoot(t, "char 0/0 whiteouts and trusted.* markers")
+	testutil.NeedRoot(t, "char 0/0 whiteouts and trusted.* markers")
 	m := explainMatrix
 	w := newWStack(t, writeDialects[0], m.upper, m.lower1, m.lower2)
 	cu := w.resolve(t, "cu")

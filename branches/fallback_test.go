@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -56,17 +57,10 @@ func writeTree(t *testing.T, root string, spec ...string) {
 	for _, line := range spec {
 		p := filepath.Join(root, strings.TrimSuffix(line, "/"))
 		if strings.HasSuffix(line, "/") {
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				t.Fatal(err)
-			}
+			testutil.Mkdirs(t, p)
 			continue
 		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(line), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		testutil.WriteFile(t, p, line)
 	}
 }
 
@@ -293,9 +287,7 @@ func TestWhiteoutFallbackConcurrent(t *testing.T) {
 // TestWhiteoutFallbackOtherErrors: an error other than a refused mknod is
 // returned, and does not switch the format.
 func TestWhiteoutFallbackOtherErrors(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mknod of a char 0/0 after the injected error")
-	}
+	testutil.SkipUnlessRoot(t, "mknod of a char 0/0 after the injected error")
 	f := newFallbackStack(t, fmt.Errorf("whiteout: %w", unix.EIO), []string{"d/"}, []string{"d/lf"})
 	if err := f.s.Remove(f.resolve(t, "d"), "lf", false); !errors.Is(err, unix.EIO) {
 		t.Errorf("Remove = %v, want EIO", err)

@@ -5,33 +5,18 @@ package branches_test
 // openers and a tree snapshot to prove that Open writes nothing.
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
-
-// needRoot skips a test that needs root (mknod of char 0/0, trusted.*
-// xattrs, mount), or fails it when CI=true, where every test must run.
-func needRoot(t testing.TB, why string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs root (%s), and CI=true forbids skipping", why)
-	}
-	t.Skipf("needs root: %s", why)
-}
 
 // mk builds a tree under root. Each spec line makes one object, parents
 // included, in order:
@@ -83,17 +68,17 @@ func mkOne(t testing.TB, root, line string) {
 	case strings.HasPrefix(line, "WH:"), strings.HasPrefix(line, "OPQ:"):
 		t.Fatalf("mk %q: dialect-neutral marker; expand it with a dialect", line)
 	case strings.HasPrefix(line, "c:"):
-		needRoot(t, "mknod of a char device 0/0")
+		testutil.NeedRoot(t, "mknod of a char device 0/0")
 		p := line[2:]
 		parent(p)
 		must(unix.Mknod(abs(p), unix.S_IFCHR|0o600, 0))
 	case strings.HasPrefix(line, "x:"):
 		xwh(line[2:], "user.")
 	case strings.HasPrefix(line, "tx:"):
-		needRoot(t, "trusted.* xattrs")
+		testutil.NeedRoot(t, "trusted.* xattrs")
 		xwh(line[3:], "trusted.")
 	case strings.HasPrefix(line, "o:"):
-		needRoot(t, "trusted.* xattrs")
+		testutil.NeedRoot(t, "trusted.* xattrs")
 		p := line[2:]
 		must(os.MkdirAll(abs(p), 0o755))
 		setx(p, "trusted.overlay.opaque", "y")
@@ -165,7 +150,7 @@ func (d dialect) expand(spec []string) []string {
 func (d dialect) skipUnlessAble(t testing.TB) {
 	t.Helper()
 	if d.root {
-		needRoot(t, d.name+" markers")
+		testutil.NeedRoot(t, d.name+" markers")
 	}
 }
 
@@ -255,70 +240,11 @@ func layerIndexes(e *branches.Entry) []int {
 	return out
 }
 
-// snapshot describes every object under root (type, mode, size, times,
-// content hash, link target, device, xattrs), one sorted line each, to
-// prove that an operation changed nothing.
+// snapshot describes every object under root (mode, size, inode number,
+// link count, device, mtime and ctime, content hash or link target,
+// xattrs), one line each, to prove that an operation changed nothing.
 func snapshot(t testing.TB, root string) string {
 	t.Helper()
-	var lines []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		line := fmt.Sprintf("%s mode=%o size=%d ino=%d nlink=%d rdev=%d mtime=%d.%09d ctime=%d.%09d",
-			rel, st.Mode, st.Size, st.Ino, st.Nlink, st.Rdev, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			line += fmt.Sprintf(" sha256=%x", sha256.Sum256(b))
-		case unix.S_IFLNK:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			line += " -> " + target
-		}
-		line += " xattrs=" + xattrs(t, p)
-		lines = append(lines, line)
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("snapshot %s: %v", root, err)
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
-}
-
-func xattrs(t testing.TB, p string) string {
-	t.Helper()
-	buf := make([]byte, 64*1024)
-	n, err := unix.Llistxattr(p, buf)
-	if err != nil {
-		if err == unix.ENOTSUP {
-			return "-"
-		}
-		t.Fatalf("llistxattr %s: %v", p, err)
-	}
-	var out []string
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
-		if name == "" {
-			continue
-		}
-		v := make([]byte, 64*1024)
-		m, err := unix.Lgetxattr(p, name, v)
-		if err != nil {
-			t.Fatalf("lgetxattr %s %s: %v", p, name, err)
-		}
-		out = append(out, fmt.Sprintf("%s=%q", name, v[:m]))
-	}
-	sort.Strings(out)
-	return "[" + strings.Join(out, " ") + "]"
+	return testutil.Snapshot(t, root, testutil.WithSize|testutil.WithContent|testutil.WithRdev|testutil.WithIno|
+		testutil.WithNlink|testutil.WithMtime|testutil.WithRootMtime|testutil.WithCtime|testutil.WithXattrs)
 }

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // Stack.Generation must change after every operation that can make an
@@ -113,13 +114,13 @@ func TestSetattrOpen(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer unix.Close(fd)
-			must(t, w.s.Remove(w.resolve(t, "d"), "u", false))
+			testutil.Must(t, w.s.Remove(w.resolve(t, "d"), "u", false))
 			_, nfd, err := w.s.Create(w.resolve(t, "d"), "u", branches.NewObject{Mode: unix.S_IFREG | 0o600})
-			must(t, err)
+			testutil.Must(t, err)
 			unix.Close(nfd)
 			mode, size := uint32(0o751), int64(2)
 			e, err := w.s.SetattrOpen(u, fd, branches.SetAttr{Mode: &mode, Size: &size})
-			must(t, err)
+			testutil.Must(t, err)
 			if e.St.Mode&0o7777 != 0o751 || e.St.Size != 2 {
 				t.Errorf("open file after SetattrOpen: mode %o size %d, want 751 and 2", e.St.Mode&0o7777, e.St.Size)
 			}
@@ -129,9 +130,9 @@ func TestSetattrOpen(t *testing.T) {
 
 			l := w.resolve(t, "d/l")
 			_, lfd, _, err := w.s.Open(l, unix.O_RDONLY)
-			must(t, err)
+			testutil.Must(t, err)
 			defer unix.Close(lfd)
-			must(t, w.s.Remove(w.resolve(t, "d"), "l", false))
+			testutil.Must(t, w.s.Remove(w.resolve(t, "d"), "l", false))
 			if _, err := w.s.SetattrOpen(l, lfd, branches.SetAttr{Mode: &mode}); !errors.Is(err, unix.ENOENT) {
 				t.Errorf("SetattrOpen of an unlinked lower file = %v, want ENOENT", err)
 			}

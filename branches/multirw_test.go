@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestSeveralRWBranches: with the aufs syntax a stack may have several rw
@@ -74,7 +75,7 @@ func TestSeveralRWBranches(t *testing.T) {
 	if err := s.Remove(root, "d.txt", false); err != nil {
 		t.Fatal(err)
 	}
-	overlayWhiteout := isCharWhiteout(filepath.Join(c, "d.txt"))
+	overlayWhiteout := testutil.IsCharWhiteout(filepath.Join(c, "d.txt"))
 	aufsWhiteout := exists(filepath.Join(c, ".wh.d.txt")) && !exists(filepath.Join(c, "d.txt"))
 	if !overlayWhiteout && !aufsWhiteout {
 		t.Errorf("d.txt: want its copy in c replaced by a whiteout")
@@ -130,9 +131,4 @@ func TestNoRWBranchAbove(t *testing.T) {
 	if _, err := s.CopyUp(e); !errors.Is(err, unix.EROFS) {
 		t.Errorf("CopyUp of an object above every rw branch: %v, want EROFS", err)
 	}
-}
-
-func isCharWhiteout(p string) bool {
-	var st unix.Stat_t
-	return unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
 }

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // Regression tests for bugs found by review, each named after what broke.
@@ -41,7 +42,7 @@ func writableStack(t *testing.T, base string, lowers ...string) *branches.Stack 
 // one inode number (and the FUSE node shared by them wrote to the wrong
 // one). Renaming the directory now copies its link sets up first.
 func TestLinkSetUnderRenamedDirectory(t *testing.T) {
-	needRoot(t, "mknod of whiteouts and trusted.* xattrs")
+	testutil.NeedRoot(t, "mknod of whiteouts and trusted.* xattrs")
 	base := t.TempDir()
 	mk(t, base, "l/a/x=orig", "l/a/y => l/a/x")
 	s := writableStack(t, base, "l")
@@ -82,7 +83,7 @@ func TestLinkSetUnderRenamedDirectory(t *testing.T) {
 // rest of the path goes on from there, as in kernel overlay. Entries that
 // only that path reaches were lost after a rename.
 func TestRedirectThroughLowerRedirect(t *testing.T) {
-	needRoot(t, "mknod of whiteouts and trusted.* xattrs")
+	testutil.NeedRoot(t, "mknod of whiteouts and trusted.* xattrs")
 	base := t.TempDir()
 	mk(t, base, "l2/a/c/f=F", "l1/b/c/g=G", "c:l1/a")
 	if err := unix.Setxattr(filepath.Join(base, "l1", "b"), "trusted.overlay.redirect", []byte("/a"), 0); err != nil {

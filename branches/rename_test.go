@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 var renameFlags = []struct {
@@ -233,7 +233,7 @@ func TestLinkMatrix(t *testing.T) {
 					}
 					for _, p := range []string{"a/x", "b/y"} {
 						st, err := w.s.Attr(w.inUpper(t, p))
-						must(t, err)
+						testutil.Must(t, err)
 						if st.Ino != e.Ino || st.Nlink != 2 {
 							t.Errorf("%s: Ino %d Nlink %d, want Ino %d Nlink 2", p, st.Ino, st.Nlink, e.Ino)
 						}
@@ -647,21 +647,18 @@ const fsImmutableFL = 0x10
 // (or fails under CI=true) where the filesystem has no such flag.
 func makeImmutable(t *testing.T, dir string) {
 	t.Helper()
-	needRoot(t, "setting the immutable flag")
+	testutil.NeedRoot(t, "setting the immutable flag")
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	must(t, err)
+	testutil.Must(t, err)
 	defer unix.Close(fd)
 	flags, err := unix.IoctlGetInt(fd, unix.FS_IOC_GETFLAGS)
 	if err == nil {
 		err = unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, flags|fsImmutableFL)
 	}
 	if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EOPNOTSUPP) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s: no immutable flag here (%v), and CI=true forbids skipping", dir, err)
-		}
-		t.Skipf("%s: no immutable flag on this filesystem: %v", dir, err)
+		testutil.SkipOrFail(t, fmt.Sprintf("%s: no immutable flag on this filesystem: %v", dir, err))
 	}
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(func() {
 		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -268,7 +269,7 @@ func TestUnionAufsRecreated(t *testing.T) {
 // TestUnionMixedDialects: a stack may mix layers from both worlds, and a
 // single layer may hold both forms.
 func TestUnionMixedDialects(t *testing.T) {
-	needRoot(t, "char 0/0 whiteouts and trusted xattrs")
+	testutil.NeedRoot(t, "char 0/0 whiteouts and trusted xattrs")
 	s := openStack(t, trees(t, dialects[0],
 		[]string{".wh.a", "c:b", "d/.wh..wh..opq", "d/u=U"},
 		[]string{"o:e", "e/m=L1", "x:f", "a=L1", "g/.wh.h"},
@@ -507,7 +508,7 @@ func TestExplain(t *testing.T) {
 }
 
 func TestExplainCharWhiteout(t *testing.T) {
-	needRoot(t, "char 0/0 whiteouts")
+	testutil.NeedRoot(t, "char 0/0 whiteouts")
 	s := stackOf(t, dialects[0], []string{"f=U"}, []string{"WH:f"}, []string{"f=L2"})
 	_, obs, err := s.Explain(resolve(t, s, "."), "f")
 	if err != nil {
@@ -790,7 +791,7 @@ func TestHardLinkPair(t *testing.T) {
 // TestInodeNumbersAcrossFilesystems: branches on different filesystems may
 // hold objects with the same st_ino; the union numbers must still differ.
 func TestInodeNumbersAcrossFilesystems(t *testing.T) {
-	needRoot(t, "mount -t tmpfs")
+	testutil.NeedRoot(t, "mount -t tmpfs")
 	a, b := mountTmpfs(t), mountTmpfs(t)
 	mk(t, a, "fa=A")
 	mk(t, b, "fb=B")

@@ -11,13 +11,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // mountTmpfs mounts a fresh tmpfs on a temp dir (root only) and unmounts it
 // at the end of the test.
 func mountTmpfs(t testing.TB) string {
 	t.Helper()
-	needRoot(t, "mount -t tmpfs")
+	testutil.NeedRoot(t, "mount -t tmpfs")
 	dir := t.TempDir()
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=16m,mode=0755"); err != nil {
 		t.Fatalf("mount tmpfs on %s: %v", dir, err)
@@ -301,7 +302,7 @@ func TestOpenRefuses(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.root {
-				needRoot(t, "mount -t tmpfs")
+				testutil.NeedRoot(t, "mount -t tmpfs")
 			}
 			base := t.TempDir()
 			mk(t, base, "a/sub/", "a/data=A", "b/", "u/", "w/", "mnt/", "file=F", "linkA -> a")

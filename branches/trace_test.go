@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // traceLine reduces a trace event to what a test compares: the decision
@@ -66,7 +67,7 @@ func parseTrace(t testing.TB, data []byte) []branches.TraceEvent {
 // the upper exactly and in order, and the lookups the script asks for in
 // order among the others (the write path resolves names for itself too).
 func TestTraceScriptedWorkload(t *testing.T) {
-	needRoot(t, "overlay whiteouts")
+	testutil.NeedRoot(t, "overlay whiteouts")
 	w := newWStack(t, writeDialects[0], []string{"tmp.txt=U"},
 		[]string{"etc/motd=hello\n", "etc/hostname=base\n", "var/cache/x=1"})
 	var buf bytes.Buffer

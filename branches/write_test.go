@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -588,7 +589,7 @@ func TestWriteCopyUpParents(t *testing.T) {
 			if err := unix.Lstat(filepath.Join(w.upper, "a/b"), &st); err != nil || st.Uid != 42 || st.Gid != 43 {
 				t.Errorf("copied parent a/b: owner %d:%d, %v; want 42:43", st.Uid, st.Gid, err)
 			}
-			if v, err := getXattr(filepath.Join(w.upper, "a/b"), "user.dir"); err != nil || string(v) != "b" {
+			if v, err := testutil.Getxattr(filepath.Join(w.upper, "a/b"), "user.dir"); err != nil || string(v) != "b" {
 				t.Errorf("copied parent a/b: user.dir = %q, %v", v, err)
 			}
 		})
@@ -637,7 +638,7 @@ func TestWriteReadOnly(t *testing.T) {
 		base = t.TempDir()
 		upper, work, l1, l2 = filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "l1"), filepath.Join(base, "l2")
 		mk(t, upper, "d/u=u")
-		must(t, os.Mkdir(work, 0o755))
+		testutil.Must(t, os.Mkdir(work, 0o755))
 		mk(t, l1, "d/f=f", "d/sub/", "d/l -> f")
 		mk(t, l2, "d/g=g")
 		for _, p := range []string{filepath.Join(upper, "d/u"), filepath.Join(l1, "d/f")} {
@@ -751,58 +752,58 @@ func TestWriteIdentity(t *testing.T) {
 	}{
 		{"CopyUp", "d/f", func(t *testing.T, w *wstack, e *branches.Entry) string {
 			_, err := w.s.CopyUp(e)
-			must(t, err)
+			testutil.Must(t, err)
 			return "d/f"
 		}},
 		{"Setattr", "d/f", func(t *testing.T, w *wstack, e *branches.Entry) string {
 			_, err := w.s.Setattr(e, branches.SetAttr{Mode: &mode})
-			must(t, err)
+			testutil.Must(t, err)
 			return "d/f"
 		}},
 		{"Setxattr", "d/f", func(t *testing.T, w *wstack, e *branches.Entry) string {
 			_, err := w.s.Setxattr(e, "user.y", []byte("1"), 0)
-			must(t, err)
+			testutil.Must(t, err)
 			return "d/f"
 		}},
 		{"OpenWrite", "d/f", func(t *testing.T, w *wstack, e *branches.Entry) string {
 			_, fd, err := w.s.OpenWrite(e, unix.O_WRONLY|unix.O_APPEND)
-			must(t, err)
+			testutil.Must(t, err)
 			unix.Write(fd, []byte("more"))
 			unix.Close(fd)
 			return "d/f"
 		}},
 		{"Rename", "d/f", func(t *testing.T, w *wstack, e *branches.Entry) string {
-			must(t, w.s.Rename(w.resolve(t, "d"), "f", w.resolve(t, "e"), "moved", 0))
+			testutil.Must(t, w.s.Rename(w.resolve(t, "d"), "f", w.resolve(t, "e"), "moved", 0))
 			return "e/moved"
 		}},
 		{"Symlink", "d/l", func(t *testing.T, w *wstack, e *branches.Entry) string {
 			_, err := w.s.CopyUp(e)
-			must(t, err)
+			testutil.Must(t, err)
 			return "d/l"
 		}},
 		{"Fifo", "d/p", func(t *testing.T, w *wstack, e *branches.Entry) string {
 			_, err := w.s.Setattr(e, branches.SetAttr{Mode: &mode})
-			must(t, err)
+			testutil.Must(t, err)
 			return "d/p"
 		}},
 		{"DirChild", "d", func(t *testing.T, w *wstack, e *branches.Entry) string {
 			_, fd, err := w.s.Create(e, "child", branches.NewObject{Mode: unix.S_IFREG | 0o644})
-			must(t, err)
+			testutil.Must(t, err)
 			unix.Close(fd)
 			return "d"
 		}},
 		{"DirChmod", "d", func(t *testing.T, w *wstack, e *branches.Entry) string {
 			_, err := w.s.Setattr(e, branches.SetAttr{Mode: &mode})
-			must(t, err)
+			testutil.Must(t, err)
 			return "d"
 		}},
 		{"DeepDirChild", "d/sub", func(t *testing.T, w *wstack, e *branches.Entry) string {
-			must(t, w.s.Remove(e, "x", false))
+			testutil.Must(t, w.s.Remove(e, "x", false))
 			return "d/sub"
 		}},
 		{"MergedDirChild", "m", func(t *testing.T, w *wstack, e *branches.Entry) string {
 			_, _, err := w.s.Create(e, "newdir", branches.NewObject{Mode: unix.S_IFDIR | 0o755})
-			must(t, err)
+			testutil.Must(t, err)
 			return "m"
 		}},
 	}
@@ -810,13 +811,13 @@ func TestWriteIdentity(t *testing.T) {
 		for _, o := range ops {
 			t.Run(wd.name+"/"+o.name, func(t *testing.T) {
 				w := newWStackPrep(t, wd, func(w *wstack) {
-					must(t, unix.Mkfifo(filepath.Join(w.lowers[0], "d/p"), 0o644))
+					testutil.Must(t, unix.Mkfifo(filepath.Join(w.lowers[0], "d/p"), 0o644))
 				}, []string{"m/u=u"}, []string{"d/f=f", "d/l -> f", "d/sub/x=x", "e/", "m/lo=l"}, []string{"m/bottom=b"})
 				e := w.resolve(t, o.p)
 				orig := e.Ino
 				attrIno := func(p string) uint64 {
 					st, err := w.s.Attr(w.resolve(t, p))
-					must(t, err)
+					testutil.Must(t, err)
 					return st.Ino
 				}
 				if a := attrIno(o.p); a != orig {
@@ -837,7 +838,7 @@ func TestWriteIdentity(t *testing.T) {
 				// readdir d_ino equals stat st_ino.
 				parent := w.resolve(t, filepath.Dir(newPath))
 				kids, err := w.s.ReadDir(parent)
-				must(t, err)
+				testutil.Must(t, err)
 				for _, k := range kids {
 					if k.Path == newPath && k.Ino != orig {
 						t.Errorf("%s: ReadDir Ino %d, was %d", newPath, k.Ino, orig)
@@ -869,7 +870,7 @@ func TestWriteLinkIdentity(t *testing.T) {
 					t.Helper()
 					for _, p := range []string{"d/f", "e/h"} {
 						st, err := w.s.Attr(w.resolve(t, p))
-						must(t, err)
+						testutil.Must(t, err)
 						if st.Ino != e.Ino {
 							t.Errorf("%s: %s has Ino %d, want %d", when, p, st.Ino, e.Ino)
 						}
@@ -886,7 +887,7 @@ func TestWriteLinkIdentity(t *testing.T) {
 				// Both names are one object: a write through one shows
 				// through the other.
 				_, fd, err := w.s.OpenWrite(w.resolve(t, "e/h"), unix.O_WRONLY|unix.O_TRUNC)
-				must(t, err)
+				testutil.Must(t, err)
 				unix.Write(fd, []byte("via h"))
 				unix.Close(fd)
 				if b, err := fs.ReadFile(w.s.FS(), "d/f"); err != nil || string(b) != "via h" {
@@ -931,9 +932,9 @@ func TestWriteLowerHardLinkPair(t *testing.T) {
 					t.Helper()
 					for _, p := range []string{"d/a", "d/b"} {
 						st, err := w.s.Attr(w.resolve(t, p))
-						must(t, err)
+						testutil.Must(t, err)
 						c, err := fs.ReadFile(w.s.FS(), p)
-						must(t, err)
+						testutil.Must(t, err)
 						if st.Ino != a.Ino || st.Nlink != 2 || string(c) != "changed" {
 							t.Errorf("%s: %s has ino %d nlink %d content %q; want ino %d nlink 2 %q (the pair split)",
 								when, p, st.Ino, st.Nlink, c, a.Ino, "changed")
@@ -941,12 +942,12 @@ func TestWriteLowerHardLinkPair(t *testing.T) {
 					}
 				}
 				st, err := w.s.Attr(a)
-				must(t, err)
+				testutil.Must(t, err)
 				if st.Nlink != 2 {
 					t.Errorf("before copy-up: d/a has Nlink %d, want 2", st.Nlink)
 				}
 				_, fd, err := w.s.OpenWrite(a, unix.O_WRONLY|unix.O_TRUNC)
-				must(t, err)
+				testutil.Must(t, err)
 				unix.Write(fd, []byte("changed"))
 				unix.Close(fd)
 				w.check(t)
@@ -955,13 +956,6 @@ func TestWriteLowerHardLinkPair(t *testing.T) {
 				check("after re-Open")
 			})
 		}
-	}
-}
-
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -1036,7 +1030,7 @@ func TestWriteSetattrRoot(t *testing.T) {
 				t.Errorf("Setattr returned mode %o", got.St.Mode&0o7777)
 			}
 			var st unix.Stat_t
-			must(t, unix.Stat(w.upper, &st))
+			testutil.Must(t, unix.Stat(w.upper, &st))
 			if st.Mode&0o7777 != mode {
 				t.Errorf("upper root mode %o, want %o", st.Mode&0o7777, mode)
 			}
@@ -1078,7 +1072,7 @@ func TestWriteCreateWhiteoutDevice(t *testing.T) {
 
 // TestWriteCreateDevices makes devices and sockets (root only).
 func TestWriteCreateDevices(t *testing.T) {
-	needRoot(t, "mknod of devices")
+	testutil.NeedRoot(t, "mknod of devices")
 	objs := []struct {
 		name string
 		mode uint32
@@ -1116,16 +1110,16 @@ func TestWriteCreateSetgidDir(t *testing.T) {
 		t.Run(wd.name, func(t *testing.T) {
 			w := newWStackPrep(t, wd, func(w *wstack) {
 				p := filepath.Join(w.lowers[0], "d")
-				must(t, os.Chown(p, 0, 77))
-				must(t, os.Chmod(p, 0o2775|os.ModeSetgid))
-				must(t, unix.Chmod(p, 0o2775))
+				testutil.Must(t, os.Chown(p, 0, 77))
+				testutil.Must(t, os.Chmod(p, 0o2775|os.ModeSetgid))
+				testutil.Must(t, unix.Chmod(p, 0o2775))
 			}, nil, []string{"d/"})
 			d := w.resolve(t, "d")
 			_, fd, err := w.s.Create(d, "f", branches.NewObject{Mode: unix.S_IFREG | 0o644, Uid: 5, Gid: 6})
-			must(t, err)
+			testutil.Must(t, err)
 			unix.Close(fd)
 			_, _, err = w.s.Create(w.resolve(t, "d"), "sub", branches.NewObject{Mode: unix.S_IFDIR | 0o755, Uid: 5, Gid: 6})
-			must(t, err)
+			testutil.Must(t, err)
 			defer w.check(t)
 			if d := w.inUpper(t, "d"); d.St.Mode&0o7777 != 0o2775 || d.St.Gid != 77 {
 				t.Errorf("copied-up d: mode %o gid %d", d.St.Mode&0o7777, d.St.Gid)
@@ -1144,25 +1138,25 @@ func TestWriteCreateSetgidDir(t *testing.T) {
 // every type takes) and checks what the copy keeps: type, device number,
 // mode, times, user xattrs, symlink target, data with its holes.
 func TestWriteCopyUpTypes(t *testing.T) {
-	needRoot(t, "mknod of devices, chown")
+	testutil.NeedRoot(t, "mknod of devices, chown")
 	for _, wd := range writeDialects {
 		t.Run(wd.name, func(t *testing.T) {
 			w := newWStackPrep(t, wd, func(w *wstack) {
 				l := w.lowers[0]
-				must(t, unix.Mkfifo(filepath.Join(l, "d/fifo"), 0o640))
-				must(t, unix.Mknod(filepath.Join(l, "d/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
-				must(t, unix.Mknod(filepath.Join(l, "d/blk"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 9))))
-				must(t, unix.Mknod(filepath.Join(l, "d/sock"), unix.S_IFSOCK|0o755, 0))
+				testutil.Must(t, unix.Mkfifo(filepath.Join(l, "d/fifo"), 0o640))
+				testutil.Must(t, unix.Mknod(filepath.Join(l, "d/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+				testutil.Must(t, unix.Mknod(filepath.Join(l, "d/blk"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 9))))
+				testutil.Must(t, unix.Mknod(filepath.Join(l, "d/sock"), unix.S_IFSOCK|0o755, 0))
 				sparse := filepath.Join(l, "d/sparse")
 				f, err := os.Create(sparse)
-				must(t, err)
+				testutil.Must(t, err)
 				_, err = f.WriteAt([]byte("end"), 8<<20)
-				must(t, err)
+				testutil.Must(t, err)
 				f.Close()
-				must(t, unix.Lsetxattr(filepath.Join(l, "d/file"), "user.a", []byte("va"), 0))
+				testutil.Must(t, unix.Lsetxattr(filepath.Join(l, "d/file"), "user.a", []byte("va"), 0))
 				for _, n := range []string{"fifo", "null", "blk", "sock", "sparse", "file", "link"} {
 					ts := []unix.Timespec{{Sec: 100, Nsec: 7}, {Sec: 200, Nsec: 9}}
-					must(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(l, "d", n), ts, unix.AT_SYMLINK_NOFOLLOW))
+					testutil.Must(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(l, "d", n), ts, unix.AT_SYMLINK_NOFOLLOW))
 				}
 			}, nil, []string{"d/file=data", "d/link -> file"})
 			for _, n := range []string{"fifo", "null", "blk", "sock", "sparse", "file", "link"} {
@@ -1196,7 +1190,7 @@ func TestWriteCopyUpTypes(t *testing.T) {
 				t.Errorf("copied sparse file: %d bytes, %v", len(b), err)
 			}
 			var st unix.Stat_t
-			must(t, unix.Stat(filepath.Join(w.upper, "d/sparse"), &st))
+			testutil.Must(t, unix.Stat(filepath.Join(w.upper, "d/sparse"), &st))
 			if st.Blocks*512 > 1<<20 {
 				t.Errorf("copied sparse file uses %d bytes: holes were filled", st.Blocks*512)
 			}

@@ -10,17 +10,16 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -347,11 +346,11 @@ func upperMarkers(t testing.TB, upper string) map[string]string {
 		}
 		for _, ns := range whiteout.OverlayNamespaces {
 			nsName := strings.TrimSuffix(ns, ".")
-			for _, attr := range listXattrs(t, p) {
+			for _, attr := range testutil.XattrNames(t, p) {
 				if !strings.HasPrefix(attr, ns+"overlay.") {
 					continue
 				}
-				v, _ := getXattr(p, attr)
+				v, _ := testutil.Getxattr(p, attr)
 				switch attr[len(ns):] {
 				case "overlay.whiteout":
 					if st.Mode&unix.S_IFMT == unix.S_IFREG {
@@ -380,51 +379,12 @@ func upperMarkers(t testing.TB, upper string) map[string]string {
 	return out
 }
 
-func listXattrs(t testing.TB, p string) []string {
-	t.Helper()
-	buf := make([]byte, 64*1024)
-	n, err := unix.Llistxattr(p, buf)
-	if err != nil {
-		t.Fatalf("llistxattr %s: %v", p, err)
-	}
-	var out []string
-	for _, a := range strings.Split(string(buf[:n]), "\x00") {
-		if a != "" {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-func getXattr(p, attr string) ([]byte, error) {
-	buf := make([]byte, 64*1024)
-	n, err := unix.Lgetxattr(p, attr, buf)
-	if err != nil {
-		return nil, err
-	}
-	return buf[:n], nil
-}
-
 // diffMaps fails with a readable diff when got differs from want.
 func diffMaps(t testing.TB, what string, want, got map[string]string) {
 	t.Helper()
-	if maps.Equal(want, got) {
-		return
+	if d := testutil.DiffMaps(want, got); len(d) > 0 {
+		t.Errorf("%s differs:\n  %s", what, strings.Join(d, "\n  "))
 	}
-	var lines []string
-	for _, k := range slices.Sorted(maps.Keys(want)) {
-		if g, ok := got[k]; !ok {
-			lines = append(lines, fmt.Sprintf("  missing %s = %s", k, want[k]))
-		} else if g != want[k] {
-			lines = append(lines, fmt.Sprintf("  %s = %s, want %s", k, g, want[k]))
-		}
-	}
-	for _, k := range slices.Sorted(maps.Keys(got)) {
-		if _, ok := want[k]; !ok {
-			lines = append(lines, fmt.Sprintf("  unexpected %s = %s", k, got[k]))
-		}
-	}
-	t.Errorf("%s differs:\n%s", what, strings.Join(lines, "\n"))
 }
 
 // withoutPrefix drops the keys of m at or below the union path p.

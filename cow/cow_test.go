@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // setup makes a lower dir, an upper dir and a workdir, and an engine.
@@ -34,44 +35,16 @@ func newSetup(t *testing.T) *setup {
 		t.Fatal(err)
 	}
 	s.eng = &Engine{Work: w}
-	s.lowerFD = openDir(t, s.lower)
-	s.upperFD = openDir(t, s.upper)
-	t.Cleanup(func() { w.Close(); unix.Close(s.lowerFD); unix.Close(s.upperFD) })
+	s.lowerFD = testutil.OpenDir(t, s.lower)
+	s.upperFD = testutil.OpenDir(t, s.upper)
+	t.Cleanup(func() { w.Close() })
 	return s
-}
-
-func openDir(t *testing.T, p string) int {
-	t.Helper()
-	fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fd
-}
-
-func lstat(t *testing.T, p string) unix.Stat_t {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (chown, setuid bits, trusted xattrs); CI=true must run it")
-		}
-		t.Skip("needs root (chown, setuid bits, trusted xattrs)")
-	}
 }
 
 // sameMeta checks what copy-up must keep: type, mode, owner, mtime, size.
 func sameMeta(t *testing.T, a, b string) {
 	t.Helper()
-	x, y := lstat(t, a), lstat(t, b)
+	x, y := testutil.Lstat(t, a), testutil.Lstat(t, b)
 	if x.Mode != y.Mode || x.Uid != y.Uid || x.Gid != y.Gid || x.Mtim != y.Mtim || x.Size != y.Size || x.Rdev != y.Rdev {
 		t.Errorf("metadata differs:\n lower %s mode=%o uid=%d gid=%d mtime=%v size=%d rdev=%d\n upper %s mode=%o uid=%d gid=%d mtime=%v size=%d rdev=%d",
 			a, x.Mode, x.Uid, x.Gid, x.Mtim, x.Size, x.Rdev, b, y.Mode, y.Uid, y.Gid, y.Mtim, y.Size, y.Rdev)
@@ -79,7 +52,7 @@ func sameMeta(t *testing.T, a, b string) {
 }
 
 func TestUpRegularFileEveryMethod(t *testing.T) {
-	requireRoot(t)
+	testutil.NeedRoot(t, "chown, setuid bits, trusted xattrs")
 	for _, tc := range []struct {
 		name             string
 		noReflink, noCFR bool
@@ -97,13 +70,13 @@ func TestUpRegularFileEveryMethod(t *testing.T) {
 			if err := os.WriteFile(src, data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			must(t, os.Chown(src, 1234, 5678))
-			must(t, os.Chmod(src, 0o4751)) // after chown, which clears setuid
-			must(t, unix.Setxattr(src, "user.keep", []byte("me"), 0))
-			must(t, unix.Setxattr(src, "trusted.overlay.origin", []byte("x"), 0))
-			must(t, unix.Setxattr(src, "user.overlay.redirect", []byte("x"), 0))
+			testutil.Must(t, os.Chown(src, 1234, 5678))
+			testutil.Must(t, os.Chmod(src, 0o4751)) // after chown, which clears setuid
+			testutil.Must(t, unix.Setxattr(src, "user.keep", []byte("me"), 0))
+			testutil.Must(t, unix.Setxattr(src, "trusted.overlay.origin", []byte("x"), 0))
+			testutil.Must(t, unix.Setxattr(src, "user.overlay.redirect", []byte("x"), 0))
 			res, err := s.eng.Up(s.lowerFD, s.upperFD, "f", nil)
-			must(t, err)
+			testutil.Must(t, err)
 			if !contains(tc.want, res.Method) {
 				t.Errorf("method %s, want one of %v", res.Method, tc.want)
 			}
@@ -112,7 +85,7 @@ func TestUpRegularFileEveryMethod(t *testing.T) {
 			}
 			dst := filepath.Join(s.upper, "f")
 			got, err := os.ReadFile(dst)
-			must(t, err)
+			testutil.Must(t, err)
 			if !bytes.Equal(got, data) {
 				t.Errorf("content differs after copy-up")
 			}
@@ -141,18 +114,18 @@ func TestUpKeepsHoles(t *testing.T) {
 			s.eng.disable.reflink, s.eng.disable.copyFileRange = tc.noReflink, tc.noCFR
 			src := filepath.Join(s.lower, "sparse")
 			f, err := os.Create(src)
-			must(t, err)
+			testutil.Must(t, err)
 			const size = 16 << 20
 			_, err = f.WriteAt([]byte("head"), 0)
-			must(t, err)
+			testutil.Must(t, err)
 			_, err = f.WriteAt([]byte("middle"), 8<<20)
-			must(t, err)
-			must(t, f.Truncate(size)) // a trailing hole
-			must(t, f.Close())
+			testutil.Must(t, err)
+			testutil.Must(t, f.Truncate(size)) // a trailing hole
+			testutil.Must(t, f.Close())
 			_, err = s.eng.Up(s.lowerFD, s.upperFD, "sparse", nil)
-			must(t, err)
+			testutil.Must(t, err)
 			dst := filepath.Join(s.upper, "sparse")
-			st := lstat(t, dst)
+			st := testutil.Lstat(t, dst)
 			if st.Size != size {
 				t.Errorf("size %d, want %d", st.Size, size)
 			}
@@ -160,7 +133,7 @@ func TestUpKeepsHoles(t *testing.T) {
 				t.Errorf("copy uses %d bytes on disk for %d bytes of data: holes were filled", st.Blocks*512, 10)
 			}
 			got, err := os.ReadFile(dst)
-			must(t, err)
+			testutil.Must(t, err)
 			if string(got[:4]) != "head" || string(got[8<<20:8<<20+6]) != "middle" || got[size-1] != 0 {
 				t.Errorf("content differs after copy-up")
 			}
@@ -169,17 +142,17 @@ func TestUpKeepsHoles(t *testing.T) {
 }
 
 func TestUpOtherTypes(t *testing.T) {
-	requireRoot(t)
+	testutil.NeedRoot(t, "chown, setuid bits, trusted xattrs")
 	s := newSetup(t)
-	must(t, os.Mkdir(filepath.Join(s.lower, "dir"), 0o1750))
-	must(t, os.WriteFile(filepath.Join(s.lower, "dir", "child"), []byte("x"), 0o644))
-	must(t, os.Symlink("some/target", filepath.Join(s.lower, "link")))
-	must(t, unix.Mkfifo(filepath.Join(s.lower, "fifo"), 0o640))
-	must(t, unix.Mknod(filepath.Join(s.lower, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
-	must(t, unix.Lchown(filepath.Join(s.lower, "link"), 42, 43))
+	testutil.Must(t, os.Mkdir(filepath.Join(s.lower, "dir"), 0o1750))
+	testutil.Must(t, os.WriteFile(filepath.Join(s.lower, "dir", "child"), []byte("x"), 0o644))
+	testutil.Must(t, os.Symlink("some/target", filepath.Join(s.lower, "link")))
+	testutil.Must(t, unix.Mkfifo(filepath.Join(s.lower, "fifo"), 0o640))
+	testutil.Must(t, unix.Mknod(filepath.Join(s.lower, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	testutil.Must(t, unix.Lchown(filepath.Join(s.lower, "link"), 42, 43))
 	for _, name := range []string{"dir", "link", "fifo", "null"} {
 		res, err := s.eng.Up(s.lowerFD, s.upperFD, name, map[string][]byte{"trusted.strata.test": []byte(name)})
-		must(t, err)
+		testutil.Must(t, err)
 		if res.Method != NoData {
 			t.Errorf("%s: method %s, want %s", name, res.Method, NoData)
 		}
@@ -199,8 +172,8 @@ func TestUpOtherTypes(t *testing.T) {
 
 func TestUpNeverReplaces(t *testing.T) {
 	s := newSetup(t)
-	must(t, os.WriteFile(filepath.Join(s.lower, "f"), []byte("lower"), 0o644))
-	must(t, os.WriteFile(filepath.Join(s.upper, "f"), []byte("upper"), 0o644))
+	testutil.Must(t, os.WriteFile(filepath.Join(s.lower, "f"), []byte("lower"), 0o644))
+	testutil.Must(t, os.WriteFile(filepath.Join(s.upper, "f"), []byte("upper"), 0o644))
 	if _, err := s.eng.Up(s.lowerFD, s.upperFD, "f", nil); !errors.Is(err, unix.EEXIST) {
 		t.Errorf("copy-up over an existing name: err %v, want EEXIST", err)
 	}
@@ -223,13 +196,13 @@ func TestUpMissingSource(t *testing.T) {
 func TestOpenWorkdirCleansLeftovers(t *testing.T) {
 	parent := t.TempDir()
 	w, err := OpenWorkdir(parent)
-	must(t, err)
-	must(t, w.Close())
+	testutil.Must(t, err)
+	testutil.Must(t, w.Close())
 	p := filepath.Join(parent, WorkdirName)
-	must(t, os.WriteFile(filepath.Join(p, "tmp.1.1"), []byte("half a copy"), 0o600))
-	must(t, os.MkdirAll(filepath.Join(p, "tmp.1.2", "deep"), 0o700))
+	testutil.Must(t, os.WriteFile(filepath.Join(p, "tmp.1.1"), []byte("half a copy"), 0o600))
+	testutil.Must(t, os.MkdirAll(filepath.Join(p, "tmp.1.2", "deep"), 0o700))
 	w, err = OpenWorkdir(parent)
-	must(t, err)
+	testutil.Must(t, err)
 	defer w.Close()
 	assertWorkdirEmpty(t, w)
 }
@@ -237,7 +210,7 @@ func TestOpenWorkdirCleansLeftovers(t *testing.T) {
 func assertWorkdirEmpty(t *testing.T, w *Workdir) {
 	t.Helper()
 	entries, err := os.ReadDir(w.Path())
-	must(t, err)
+	testutil.Must(t, err)
 	for _, e := range entries {
 		t.Errorf("workdir holds %s", e.Name())
 	}
@@ -250,11 +223,4 @@ func contains(ms []Method, m Method) bool {
 		}
 	}
 	return false
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }

@@ -1,12 +1,10 @@
 package drivers_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/strata-fs/strata/drivers"
 	"github.com/strata-fs/strata/drivers/drivertest"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // fakeAufsStore writes a Docker aufs store the way Docker's aufs driver
@@ -29,63 +28,45 @@ func fakeAufsStore(t *testing.T) string {
 		for j := i - 1; j >= 0; j-- {
 			anc = append(anc, chain[j]+"\n")
 		}
-		write(t, dir, "layers/"+id, strings.Join(anc, ""), 0o644)
+		testutil.WriteFileMode(t, filepath.Join(dir, "layers/"+id), strings.Join(anc, ""), 0o644)
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, "diff", id), 0o755))
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, "mnt", id), 0o755))
 	}
-	write(t, dir, "diff/base/etc/hostname", "base\n", 0o644)
-	write(t, dir, "diff/base/etc/passwd", "root:x:0:0::/root:/bin/sh\n", 0o644)
-	write(t, dir, "diff/base/bin/sh", "#!shell\n", 0o755)
-	write(t, dir, "diff/base/lib/libc.so", drivertest.Random(5000, 11), 0o644)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/base/etc/hostname"), "base\n", 0o644)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/base/etc/passwd"), "root:x:0:0::/root:/bin/sh\n", 0o644)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/base/bin/sh"), "#!shell\n", 0o755)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/base/lib/libc.so"), drivertest.Random(5000, 11), 0o644)
 	require.NoError(t, os.Link(filepath.Join(dir, "diff/base/lib/libc.so"), filepath.Join(dir, "diff/base/lib/libc.so.6")))
-	write(t, dir, "diff/base/usr/share/doc/readme", "old docs\n", 0o644)
-	write(t, dir, "diff/base/usr/share/doc/license", "old license\n", 0o644)
-	write(t, dir, "diff/base/var/log/old.log", "log\n", 0o644)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/base/usr/share/doc/readme"), "old docs\n", 0o644)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/base/usr/share/doc/license"), "old license\n", 0o644)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/base/var/log/old.log"), "log\n", 0o644)
 	for _, id := range []string{"base", "mid"} {
-		write(t, dir, "diff/"+id+"/.wh..wh.aufs", "", 0o444)
+		testutil.WriteFileMode(t, filepath.Join(dir, "diff/"+id+"/.wh..wh.aufs"), "", 0o444)
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, "diff", id, ".wh..wh.orph"), 0o700))
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, "diff", id, ".wh..wh.plnk"), 0o700))
 	}
 	// aufs keeps a pseudo-link of a copied-up hard link in .wh..wh.plnk.
 	require.NoError(t, os.Link(filepath.Join(dir, "diff/base/lib/libc.so"), filepath.Join(dir, "diff/base/.wh..wh.plnk/1234.5678")))
-	write(t, dir, "diff/mid/etc/hostname", "mid\n", 0o644)
-	write(t, dir, "diff/mid/etc/.wh.passwd", "", 0o444)
-	write(t, dir, "diff/mid/usr/share/doc/.wh..wh..opq", "", 0o444)
-	write(t, dir, "diff/mid/usr/share/doc/new", "new docs\n", 0o644)
-	write(t, dir, "diff/mid/var/.wh.log", "", 0o444)
-	write(t, dir, "diff/top/opt/app/run", "#!app\n", 0o755)
-	write(t, dir, "diff/ctr-init/etc/hosts", "127.0.0.1 localhost\n", 0o644)
-	write(t, dir, "diff/ctr-init/.dockerenv", "", 0o755)
-	write(t, dir, "diff/ctr/tmp/work", "container data\n", 0o644)
-	write(t, dir, "diff/ctr/.wh.opt", "", 0o444)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/mid/etc/hostname"), "mid\n", 0o644)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/mid/etc/.wh.passwd"), "", 0o444)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/mid/usr/share/doc/.wh..wh..opq"), "", 0o444)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/mid/usr/share/doc/new"), "new docs\n", 0o644)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/mid/var/.wh.log"), "", 0o444)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/top/opt/app/run"), "#!app\n", 0o755)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/ctr-init/etc/hosts"), "127.0.0.1 localhost\n", 0o644)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/ctr-init/.dockerenv"), "", 0o755)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/ctr/tmp/work"), "container data\n", 0o644)
+	testutil.WriteFileMode(t, filepath.Join(dir, "diff/ctr/.wh.opt"), "", 0o444)
 	return dir
 }
 
-func write(t *testing.T, dir, rel, content string, mode os.FileMode) {
-	t.Helper()
-	p := filepath.Join(dir, rel)
-	require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-	require.NoError(t, os.WriteFile(p, []byte(content), mode))
-}
-
-// stamps lists every object below dir with its mtime and ctime: reading a
-// tree changes neither, any write changes a ctime.
-func stamps(t *testing.T, dir string) []string {
-	var out []string
-	require.NoError(t, filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		out = append(out, fmt.Sprintf("%s %v %d.%d %d.%d", p, fi.Mode(), st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec))
-		return nil
-	}))
-	return out
-}
+// stamps are every object's mtime and ctime: reading a tree changes
+// neither, any write changes a ctime.
+const stamps = testutil.WithMtime | testutil.WithRootMtime | testutil.WithCtime
 
 func TestImportAufs(t *testing.T) {
 	src := fakeAufsStore(t)
-	before := stamps(t, src)
+	before := testutil.Snapshot(t, src, stamps)
 	trees := map[string][2]drivertest.Tree{}
 	for _, backend := range crossBackends {
 		t.Run(backend, func(t *testing.T) {
@@ -126,7 +107,7 @@ func TestImportAufs(t *testing.T) {
 			require.NoError(t, s.Put("ctr"))
 		})
 	}
-	require.Equal(t, before, stamps(t, src), "the aufs store was modified")
+	require.Equal(t, before, testutil.Snapshot(t, src, stamps), "the aufs store was modified")
 	var backends []string
 	for b := range trees {
 		backends = append(backends, b)
@@ -148,11 +129,15 @@ func TestImportAufsRefuses(t *testing.T) {
 	}{
 		"no diff dir": {func(t *testing.T, dir string) { require.NoError(t, os.RemoveAll(dir+"/diff/mid")) }, "layer mid: diff/mid"},
 		"missing parent": {func(t *testing.T, dir string) {
-			write(t, dir, "layers/orphan", "gone\n", 0o644)
-			write(t, dir, "diff/orphan/f", "", 0o644)
+			testutil.WriteFileMode(t, filepath.Join(dir, "layers/orphan"), "gone\n", 0o644)
+			testutil.WriteFileMode(t, filepath.Join(dir, "diff/orphan/f"), "", 0o644)
 		}, "layer orphan: parent gone is not in layers/"},
-		"wrong ancestry":   {func(t *testing.T, dir string) { write(t, dir, "layers/top", "mid\n", 0o644) }, "layers/ctr-init lists ancestors [top mid base], but its parent top has [mid]"},
-		"bad id":           {func(t *testing.T, dir string) { write(t, dir, "layers/bad:id", "", 0o644) }, "layers/bad:id"},
+		"wrong ancestry": {func(t *testing.T, dir string) {
+			testutil.WriteFileMode(t, filepath.Join(dir, "layers/top"), "mid\n", 0o644)
+		}, "layers/ctr-init lists ancestors [top mid base], but its parent top has [mid]"},
+		"bad id": {func(t *testing.T, dir string) {
+			testutil.WriteFileMode(t, filepath.Join(dir, "layers/bad:id"), "", 0o644)
+		}, "layers/bad:id"},
 		"not an aufs root": {func(t *testing.T, dir string) { require.NoError(t, os.RemoveAll(dir+"/layers")) }, "not a Docker aufs store"},
 	}
 	for name, c := range cases {
@@ -171,9 +156,7 @@ func TestImportAufsRefuses(t *testing.T) {
 		})
 	}
 	t.Run("mounted", func(t *testing.T) {
-		if os.Geteuid() != 0 {
-			t.Skip("a bind mount needs root")
-		}
+		testutil.SkipUnlessRoot(t, "a bind mount")
 		src := fakeAufsStore(t)
 		require.NoError(t, unix.Mount(src+"/diff/ctr", src+"/mnt/ctr", "", unix.MS_BIND, ""))
 		defer unix.Unmount(src+"/mnt/ctr", unix.MNT_DETACH)

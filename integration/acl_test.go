@@ -20,6 +20,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // aclUser is who runs a command: a uid, a gid and supplementary groups.
@@ -129,7 +131,7 @@ func requireACLTools(t testing.TB) {
 	t.Helper()
 	for _, tool := range []string{"setfacl", "getfacl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			skipOrFail(t, tool+" not installed (Debian package acl; make deps installs it)")
+			testutil.SkipOrFail(t, tool+" not installed (Debian package acl; make deps installs it)")
 		}
 	}
 }
@@ -147,7 +149,7 @@ func TestACLAgainstKernelOverlay(t *testing.T) {
 	unions := []*aclUnion{{name: "kernel overlay"}, {name: "strata"}}
 	for _, u := range unions {
 		base := filepath.Join(tmp, strings.ReplaceAll(u.name, " ", "-"))
-		dirs := mkdirs(t, base+"/lower", base+"/upper", base+"/work", base+"/mnt")
+		dirs := testutil.Mkdirs(t, base+"/lower", base+"/upper", base+"/work", base+"/mnt")
 		u.lower, u.upper, u.mnt = dirs[0], dirs[1], dirs[3]
 		runAs(t, aclRoot, u.lower, aclLowerScript)
 		require.NoError(t, os.Chmod(u.upper, 0o755))
@@ -260,12 +262,12 @@ stat -c '%n %a' open/f22 open/d22 open/p22 open/f77 open/d77 open/d777 open/d002
 // the caller's id on the mount, getfacl shows the mount's ids, and
 // setfacl stores the branch's. (Kernel overlay has no such options.)
 func TestACLIDMapping(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	requireACLTools(t)
 	tmp := t.TempDir()
 	require.NoError(t, os.Chmod(filepath.Dir(tmp), 0o755))
 	require.NoError(t, os.Chmod(tmp, 0o755))
-	dirs := mkdirs(t, tmp+"/lower", tmp+"/upper", tmp+"/work", tmp+"/mnt")
+	dirs := testutil.Mkdirs(t, tmp+"/lower", tmp+"/upper", tmp+"/work", tmp+"/mnt")
 	lower, upper, mnt := dirs[0], dirs[1], dirs[3]
 	runAs(t, aclRoot, lower, `set -e
 echo f > f; chmod 600 f; setfacl -m u:1000:r--,g:2000:r-- f

@@ -9,13 +9,15 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestBadInput checks that every refused mount fails cleanly: non-zero exit,
 // one line on stderr naming the offending path or option, nothing mounted,
 // no daemon left, and not one byte (nor mtime) changed in any branch.
 func TestBadInput(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 
 	// Each case gets a fresh directory d holding:
 	//	l1/ (f1, sub/s), l2/ (f2), up/, wk/, mnt/ (sub/), file.txt
@@ -60,10 +62,10 @@ func TestBadInput(t *testing.T) {
 			return setup{[]string{"lowerdir=" + j(d, "l1") + ",upperdir=" + j(d, "up") + ",workdir=" + wk}, j(d, "mnt"), []string{wk}}
 		}},
 		{"workdir on another filesystem than upperdir", func(t *testing.T, d string) setup {
-			fs := mkdirs(t, j(d, "tmpfs"))[0]
+			fs := testutil.Mkdirs(t, j(d, "tmpfs"))[0]
 			require.NoError(t, unix.Mount("tmpfs", fs, "tmpfs", 0, "size=1m,mode=0755"), "mount tmpfs at %s", fs)
 			t.Cleanup(func() { unmountAndWait(t, fs, false) })
-			wk := mkdirs(t, j(fs, "wk"))[0]
+			wk := testutil.Mkdirs(t, j(fs, "wk"))[0]
 			return setup{[]string{"lowerdir=" + j(d, "l1") + ",upperdir=" + j(d, "up") + ",workdir=" + wk}, j(d, "mnt"), []string{wk, j(d, "up")}}
 		}},
 		{"unknown option", func(t *testing.T, d string) setup {
@@ -78,8 +80,8 @@ func TestBadInput(t *testing.T) {
 			d := t.TempDir()
 			buildLayer(t, j(d, "l1"), Layer{File("f1", "one\n"), File("sub/s", "s\n")})
 			buildLayer(t, j(d, "l2"), Layer{File("f2", "two\n")})
-			mkdirs(t, j(d, "up"), j(d, "wk"), j(d, "mnt/sub"))
-			writeFile(t, j(d, "file.txt"), "not a directory\n")
+			testutil.Mkdirs(t, j(d, "up"), j(d, "wk"), j(d, "mnt/sub"))
+			testutil.WriteFile(t, j(d, "file.txt"), "not a directory\n")
 			s := tc.setup(t, d)
 			// Safety net: should strata mount anyway, do not leave it.
 			t.Cleanup(func() { unmountAndWait(t, s.mnt, true) })

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // inspectFormat runs strata inspect --json on dir and returns the format
@@ -44,7 +45,7 @@ func TestConvertRoundTripKernel(t *testing.T) {
 		File("xd/w", "xattr-whited"), File("xd/keep", "k"),
 		Symlink("link", "keep.txt"),
 	})
-	dirs := mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "rw"), filepath.Join(tmp, "view"))
+	dirs := testutil.Mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "rw"), filepath.Join(tmp, "view"))
 	upper, work, rw, view := dirs[0], dirs[1], dirs[2], dirs[3]
 
 	// The kernel writes the upper.
@@ -52,9 +53,9 @@ func TestConvertRoundTripKernel(t *testing.T) {
 	require.NoError(t, os.Remove(filepath.Join(rw, "del.txt")))
 	require.NoError(t, os.RemoveAll(filepath.Join(rw, "dir")))
 	require.NoError(t, os.Mkdir(filepath.Join(rw, "dir"), 0o755))
-	writeFile(t, filepath.Join(rw, "dir/new"), "new")
+	testutil.WriteFile(t, filepath.Join(rw, "dir/new"), "new")
 	require.NoError(t, os.Rename(filepath.Join(rw, "old"), filepath.Join(rw, "new")))
-	writeFile(t, filepath.Join(rw, "added.txt"), "added")
+	testutil.WriteFile(t, filepath.Join(rw, "added.txt"), "added")
 	unmountAndWait(t, rw, false)
 	// And an xattr whiteout (kernel 6.7+ form), in a directory of its own.
 	buildLayer(t, upper, Layer{File("xd/w", "", Xattr("trusted.overlay.whiteout", "y")), Dir("xd", Xattr("trusted.overlay.opaque", "x"))})
@@ -100,7 +101,7 @@ func TestConvertRefusesMountedBranch(t *testing.T) {
 	tmp := t.TempDir()
 	lower := filepath.Join(tmp, "layers", "lower")
 	buildLayer(t, lower, Layer{File("f", "x")})
-	dirs := mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"))
+	dirs := testutil.Mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"))
 	upper := dirs[0]
 	buildLayer(t, upper, Layer{File(".wh.f", "")})
 	before := snapshotBranches(t, []string{upper, lower})

@@ -9,15 +9,17 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestCopyFileRange: copy_file_range through the mount, from a lower file
 // into a new one, copies every byte and does not copy the source up.
 func TestCopyFileRange(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	base := t.TempDir()
 	lower, upper, work, mnt := filepath.Join(base, "l"), filepath.Join(base, "u"), filepath.Join(base, "w"), filepath.Join(base, "m")
-	mkdirs(t, lower, upper, work, mnt)
+	testutil.Mkdirs(t, lower, upper, work, mnt)
 	data := make([]byte, 3<<20+17)
 	_, err := rand.Read(data)
 	require.NoError(t, err)

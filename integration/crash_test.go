@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestCrashSafety kills the strata daemon with SIGKILL at a random moment
@@ -24,7 +26,7 @@ import (
 // renamed object is at exactly one of its two names, with all its
 // entries), and the workdir holds no leftovers.
 func TestCrashSafety(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	const (
 		iterations = 50
 		bigFiles   = 3
@@ -33,17 +35,17 @@ func TestCrashSafety(t *testing.T) {
 	base := t.TempDir()
 	l1, l2 := filepath.Join(base, "l1"), filepath.Join(base, "l2")
 	upper, work, mnt := filepath.Join(base, "u"), filepath.Join(base, "w"), filepath.Join(base, "m")
-	mkdirs(t, l1, l2, upper, work, mnt)
+	testutil.Mkdirs(t, l1, l2, upper, work, mnt)
 	big := make([][]byte, bigFiles)
 	for i := range big {
 		big[i] = bytes.Repeat([]byte{byte('a' + i)}, bigSize)
 		require.NoError(t, os.WriteFile(filepath.Join(l2, bigName(i)), big[i], 0o644))
 	}
 	// A directory whose content is spread over both lowers, and a file.
-	writeFile(t, filepath.Join(l2, "dir", "from-l2"), "l2")
-	writeFile(t, filepath.Join(l2, "dir", "sub", "deep"), "deep")
-	writeFile(t, filepath.Join(l1, "dir", "from-l1"), "l1")
-	writeFile(t, filepath.Join(l1, "note"), "a note")
+	testutil.WriteFile(t, filepath.Join(l2, "dir", "from-l2"), "l2")
+	testutil.WriteFile(t, filepath.Join(l2, "dir", "sub", "deep"), "deep")
+	testutil.WriteFile(t, filepath.Join(l1, "dir", "from-l1"), "l1")
+	testutil.WriteFile(t, filepath.Join(l1, "note"), "a note")
 	lowersBefore := walkTree(t, base+"/l1").dump() + walkTree(t, base+"/l2").dump()
 	opts := "lowerdir=" + l1 + ":" + l2 + ",upperdir=" + upper + ",workdir=" + work
 

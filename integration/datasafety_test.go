@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // Data safety with descriptors held open across a copy-up, with FUSE
@@ -29,7 +31,7 @@ const safetyContent = "lowercontent\n"
 
 func newSafetyStack(t *testing.T, files map[string]string, symlinks map[string]string) *safetyStack {
 	t.Helper()
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	root := t.TempDir()
 	s := &safetyStack{lower: filepath.Join(root, "l"), upper: filepath.Join(root, "u"), mnt: filepath.Join(root, "m")}
 	work := filepath.Join(root, "w")

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // The union matrix for explain, in three branches (upper, lower1 in aufs
@@ -80,7 +81,7 @@ func explainFixture(t *testing.T, parent string) (mnt, opt string) {
 	lowers := buildLayers(t, filepath.Join(parent, "lower"), []Layer{explainLower1, explainLower2})
 	upper := filepath.Join(parent, "upper")
 	buildLayer(t, upper, explainUpper)
-	dirs := mkdirs(t, filepath.Join(parent, "work"), filepath.Join(parent, "mnt"))
+	dirs := testutil.Mkdirs(t, filepath.Join(parent, "work"), filepath.Join(parent, "mnt"))
 	mnt, opt = dirs[1], writableOpt(lowers, upper, dirs[0])
 	mountStrata(t, mnt, opt)
 	f, err := os.OpenFile(filepath.Join(mnt, "cu"), os.O_WRONLY|os.O_APPEND, 0)
@@ -97,7 +98,7 @@ func explainFixture(t *testing.T, parent string) (mnt, opt string) {
 // (-o OPTIONS, no mount). The two JSON documents must be identical, and
 // say what the union does at that path.
 func TestExplainMountedMatchesOffline(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	mnt, opt := explainFixture(t, t.TempDir())
 	for _, want := range explainExpects {
 		t.Run(strings.ReplaceAll(want.path, "/", "_"), func(t *testing.T) {
@@ -166,7 +167,7 @@ func TestExplainBadInput(t *testing.T) {
 // with syscall.Credential on the child), for explain and for the trace
 // toggle alike; the refusal comes from the daemon.
 func TestExplainChannelRefusesOtherUsers(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	// A directory the unprivileged user can reach, for the binary and the
 	// mount (t.TempDir is root's alone).
 	shared, err := os.MkdirTemp("", "strata-explain-refuse-")
@@ -179,7 +180,7 @@ func TestExplainChannelRefusesOtherUsers(t *testing.T) {
 	require.NoError(t, os.WriteFile(bin, data, 0o755))
 	lower := filepath.Join(shared, "lower")
 	buildLayer(t, lower, Layer{File("f", "hello")})
-	mnt := mkdirs(t, filepath.Join(shared, "mnt"))[0]
+	mnt := testutil.Mkdirs(t, filepath.Join(shared, "mnt"))[0]
 	mountStrata(t, mnt, "lowerdir="+lower)
 
 	asRoot := runStrata(t, "explain", filepath.Join(mnt, "f"))

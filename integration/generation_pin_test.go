@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // Tests of the nodes' cached entries (unionfs Node.current, re-resolved
@@ -18,10 +20,10 @@ import (
 // dir with the whiteout format given, and returns the four paths.
 func genMount(t *testing.T, format string, lowerFiles map[string]string) (lower, upper, mnt string) {
 	t.Helper()
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	base := t.TempDir()
 	lower, upper, work, mnt := filepath.Join(base, "l"), filepath.Join(base, "u"), filepath.Join(base, "w"), filepath.Join(base, "m")
-	mkdirs(t, lower, upper, work, mnt)
+	testutil.Mkdirs(t, lower, upper, work, mnt)
 	for name, content := range lowerFiles {
 		require.NoError(t, os.WriteFile(filepath.Join(lower, name), []byte(content), 0o644))
 	}
@@ -31,13 +33,6 @@ func genMount(t *testing.T, format string, lowerFiles map[string]string) (lower,
 	require.Equal(t, 0, res.ExitCode, "strata %q: %s", res.Args, res.Stderr)
 	require.Len(t, mountsAt(t, mnt), 1)
 	return lower, upper, mnt
-}
-
-func upperIno(t *testing.T, p string) uint64 {
-	t.Helper()
-	var st unix.Stat_t
-	require.NoError(t, unix.Lstat(p, &st))
-	return st.Ino
 }
 
 // An unlinked upper object whose node the kernel still holds (here through
@@ -66,7 +61,7 @@ func TestGenerationInodeReuseAfterUnlink(t *testing.T) {
 				_, upper, mnt := genMount(t, format, nil)
 				x := filepath.Join(mnt, "x")
 				require.NoError(t, k.make(x))
-				old := upperIno(t, filepath.Join(upper, "x"))
+				old := testutil.Lstat(t, filepath.Join(upper, "x")).Ino
 				hold, err := unix.Open(x, unix.O_PATH|unix.O_NOFOLLOW, 0)
 				require.NoError(t, err)
 				defer unix.Close(hold)
@@ -78,7 +73,7 @@ func TestGenerationInodeReuseAfterUnlink(t *testing.T) {
 				for i := 0; i < 64 && reused == ""; i++ {
 					name := "y" + strconv.Itoa(i)
 					require.NoError(t, k.make(filepath.Join(mnt, name)))
-					if upperIno(t, filepath.Join(upper, name)) == old {
+					if testutil.Lstat(t, filepath.Join(upper, name)).Ino == old {
 						reused = name
 					}
 				}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // ftruncate of an open file whose name was unlinked and then created again
@@ -71,10 +73,10 @@ func TestFchmodUnlinkedLowerFile(t *testing.T) {
 func TestGenerationCrossBranchHardLink(t *testing.T) {
 	for _, format := range []string{"overlay", "aufs"} {
 		t.Run(format, func(t *testing.T) {
-			requireMountable(t)
+			testutil.NeedFUSE(t)
 			base := t.TempDir()
 			l1, l2, upper, work, mnt := filepath.Join(base, "l1"), filepath.Join(base, "l2"), filepath.Join(base, "u"), filepath.Join(base, "w"), filepath.Join(base, "m")
-			mkdirs(t, l1, l2, upper, work, mnt)
+			testutil.Mkdirs(t, l1, l2, upper, work, mnt)
 			require.NoError(t, os.WriteFile(filepath.Join(l1, "a"), []byte("shared"), 0o644))
 			require.NoError(t, os.Link(filepath.Join(l1, "a"), filepath.Join(l2, "b")))
 			t.Cleanup(func() { unmountAndWait(t, mnt, true) })
@@ -95,21 +97,10 @@ func TestGenerationCrossBranchHardLink(t *testing.T) {
 			require.Equal(t, sa.Ino, sb.Ino, "a and b: one inode in the union")
 			require.NoError(t, os.Remove(a))
 			got, err := os.ReadFile(b)
-			require.NoError(t, err, "b is still visible (it is listed: %v)", listNames(t, mnt))
+			require.NoError(t, err, "b is still visible (it is listed: %v)", testutil.ReadDirNames(t, mnt))
 			require.Equal(t, "shared", string(got))
 		})
 	}
-}
-
-func listNames(t *testing.T, dir string) []string {
-	t.Helper()
-	des, err := os.ReadDir(dir)
-	require.NoError(t, err)
-	var out []string
-	for _, d := range des {
-		out = append(out, d.Name())
-	}
-	return out
 }
 
 // The same with two rw branches (aufs syntax): a hard-link pair in the lower
@@ -117,10 +108,10 @@ func listNames(t *testing.T, dir string) []string {
 // pair's number, st_nlink 1) and then unlinked: the other name's node keeps
 // the unlinked copy's entry.
 func TestGenerationLinksInLowerRWBranch(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	base := t.TempDir()
 	top, low, mnt := filepath.Join(base, "top"), filepath.Join(base, "low"), filepath.Join(base, "m")
-	mkdirs(t, top, low, mnt)
+	testutil.Mkdirs(t, top, low, mnt)
 	require.NoError(t, os.WriteFile(filepath.Join(low, "a"), []byte("shared"), 0o644))
 	require.NoError(t, os.Link(filepath.Join(low, "a"), filepath.Join(low, "b")))
 	mountStrata(t, mnt, "br="+top+"=rw:"+low+"=rw")
@@ -135,7 +126,7 @@ func TestGenerationLinksInLowerRWBranch(t *testing.T) {
 	require.Equal(t, sa.Ino, sb.Ino, "a2 and b: one inode number")
 	require.NoError(t, os.Remove(a2))
 	got, err := os.ReadFile(b)
-	require.NoError(t, err, "b is still visible (it is listed: %v)", listNames(t, mnt))
+	require.NoError(t, err, "b is still visible (it is listed: %v)", testutil.ReadDirNames(t, mnt))
 	require.Equal(t, "shared", string(got))
 }
 

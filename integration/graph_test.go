@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/strata-fs/strata/drivers/drivertest"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // graphCLI runs "strata graph --root ROOT --backend BACKEND ..." for one
@@ -64,7 +65,7 @@ func (g graphCLI) cleanup() {
 func TestGraphEndToEnd(t *testing.T) {
 	for _, backend := range []string{"fuse", "overlay"} {
 		t.Run(backend, func(t *testing.T) {
-			requireMountable(t)
+			testutil.NeedFUSE(t)
 			if backend == "overlay" {
 				requireKernelOverlay(t)
 			}
@@ -90,8 +91,8 @@ func TestGraphEndToEnd(t *testing.T) {
 
 			g.run(nil, "create-rw", "ctr-init", "image3")
 			dir := g.mount("ctr-init")
-			writeFile(t, filepath.Join(dir, "etc/hostname"), "ctr\n")
-			writeFile(t, filepath.Join(dir, "etc/hosts"), "127.0.0.1 localhost\n")
+			testutil.WriteFile(t, filepath.Join(dir, "etc/hostname"), "ctr\n")
+			testutil.WriteFile(t, filepath.Join(dir, "etc/hosts"), "127.0.0.1 localhost\n")
 			g.run(nil, "umount", "ctr-init")
 
 			g.run(nil, "create-rw", "ctr", "ctr-init")
@@ -99,8 +100,8 @@ func TestGraphEndToEnd(t *testing.T) {
 			// A second mount from another process shares the first.
 			require.Equal(t, dir, g.mount("ctr"))
 			require.Equal(t, "ctr\n", readFile(t, filepath.Join(dir, "etc/hostname")))
-			writeFile(t, filepath.Join(dir, "app/state.db"), drivertest.Random(20000, 9))
-			writeFile(t, filepath.Join(dir, "etc/hostname"), "changed by the container\n")
+			testutil.WriteFile(t, filepath.Join(dir, "app/state.db"), drivertest.Random(20000, 9))
+			testutil.WriteFile(t, filepath.Join(dir, "etc/hostname"), "changed by the container\n")
 			require.NoError(t, os.Remove(filepath.Join(dir, "usr/bin/tool-again")))
 			require.NoError(t, os.RemoveAll(filepath.Join(dir, "srv")))
 			require.NoError(t, os.Chmod(filepath.Join(dir, "etc/secret"), 0o640))

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 const (
@@ -75,7 +76,7 @@ func mountArgs(mnt string, opts ...string) []string {
 // test fails), waiting until the mount and its daemon are gone.
 func mountStrata(t testing.TB, mnt string, opts ...string) {
 	t.Helper()
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	t.Cleanup(func() { unmountAndWait(t, mnt, true) })
 	res := runStrata(t, mountArgs(mnt, opts...)...)
 	if res.ExitCode != 0 {
@@ -213,20 +214,4 @@ func processesFor(t testing.TB, mnt string) []int {
 		}
 	}
 	return pids
-}
-
-// mkdirs creates each path (with parents) and returns them in order.
-func mkdirs(t testing.TB, paths ...string) []string {
-	t.Helper()
-	for _, p := range paths {
-		require.NoError(t, os.MkdirAll(p, 0o755))
-	}
-	return paths
-}
-
-// writeFile writes content at p, creating the parents.
-func writeFile(t testing.TB, p, content string) {
-	t.Helper()
-	require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-	require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
 }

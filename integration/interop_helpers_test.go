@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // mountStrataFlags is mountStrata with command-line flags that go before
@@ -22,7 +22,7 @@ import (
 // t.Cleanup, as mountStrata does.
 func mountStrataFlags(t testing.TB, mnt string, flags []string, opts ...string) {
 	t.Helper()
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	t.Cleanup(func() { unmountAndWait(t, mnt, true) })
 	args := append([]string{"mount"}, flags...)
 	for _, o := range opts {
@@ -66,36 +66,25 @@ func mountKernelOverlayRW(t testing.TB, mnt string, lowers []string, upper, work
 }
 
 // branchState is a record of a branch directory detailed enough to notice
-// any change: per object its type, mode, owner, size, content, symlink
-// target, link count, every xattr (any namespace), mtime and ctime.
+// any change: per object its type, mode, owner, content (so size),
+// symlink target, device, link count, every xattr (any namespace), mtime
+// and ctime.
 type branchState struct {
 	Root  string
-	Lines []string // one per object, sorted by path
+	Lines []string // one per object, in testutil.Walk's order
 	Sum   string   // sha256 of Lines
 }
+
+// branchFields are what branchState records of each object.
+const branchFields = testutil.WithOwner | testutil.WithContent | testutil.WithRdev | testutil.WithNlink |
+	testutil.WithMtime | testutil.WithRootMtime | testutil.WithCtime | testutil.WithXattrs
 
 // snapshotBranch records root (see branchState).
 func snapshotBranch(t testing.TB, root string) branchState {
 	t.Helper()
-	tree := walkTree(t, root, walkOptions{times: true})
-	paths := make([]string, 0, len(tree.Nodes))
-	for p := range tree.Nodes {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	st := branchState{Root: root}
-	h := sha256.New()
-	for _, p := range paths {
-		full := filepath.Join(root, filepath.FromSlash(p))
-		var s unix.Stat_t
-		require.NoError(t, unix.Lstat(full, &s), "lstat %s", full)
-		line := fmt.Sprintf("%s: %v nlink=%d ctime=%d.%09d xattrs=%s", p, tree.Nodes[p], s.Nlink,
-			s.Ctim.Sec, s.Ctim.Nsec, strings.Join(allXattrs(t, full), ","))
-		st.Lines = append(st.Lines, line)
-		fmt.Fprintln(h, line)
-	}
-	st.Sum = hex.EncodeToString(h.Sum(nil))
-	return st
+	snap := testutil.Snapshot(t, root, branchFields)
+	sum := sha256.Sum256([]byte(snap))
+	return branchState{Root: root, Lines: strings.Split(snap, "\n"), Sum: hex.EncodeToString(sum[:])}
 }
 
 // snapshotBranches records each of dirs.
@@ -155,10 +144,6 @@ func capLines(lines []string, n int, sep string) string {
 	}
 	return strings.Join(lines[:n], sep) + fmt.Sprintf("%s(%d more)", sep, len(lines)-n)
 }
-
-// allXattrs lists every attribute of p (not following a symlink) as
-// name="value", sorted.
-func allXattrs(t testing.TB, p string) []string { return xattrsOf(t, p, "") }
 
 // fsNode is what the io/fs view of a union can tell about an object, and
 // what a walked Tree's Node is reduced to for comparing with it.
@@ -268,37 +253,6 @@ func fsPerm(m fs.FileMode) uint32 {
 		p |= unix.S_ISVTX
 	}
 	return p
-}
-
-// diffStates lists the differences between two maps of per-path states
-// (a walked tree, a model's files), sorted by path.
-func diffStates[V comparable](want, got map[string]V) []string {
-	paths := map[string]bool{}
-	for p := range want {
-		paths[p] = true
-	}
-	for p := range got {
-		paths[p] = true
-	}
-	sorted := make([]string, 0, len(paths))
-	for p := range paths {
-		sorted = append(sorted, p)
-	}
-	sort.Strings(sorted)
-	var out []string
-	for _, p := range sorted {
-		w, inWant := want[p]
-		g, inGot := got[p]
-		switch {
-		case !inGot:
-			out = append(out, fmt.Sprintf("%s: missing (want %v)", p, w))
-		case !inWant:
-			out = append(out, fmt.Sprintf("%s: unexpected (got %v)", p, g))
-		case w != g:
-			out = append(out, fmt.Sprintf("%s: want %v, got %v", p, w, g))
-		}
-	}
-	return out
 }
 
 // branchObject is one object found by scanBranch.

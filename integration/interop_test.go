@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // attrSettle outlasts strata's FUSE attribute and entry timeouts (1 s, see
@@ -159,7 +160,7 @@ func runInteropWorkload(t *testing.T, mnt string) interopOutcome {
 	// Recreate it: the new directory is opaque, the old entries stay gone.
 	require.NoError(t, os.Mkdir(p("victim"), 0o750), "mkdir over a whiteout")
 	require.NoError(t, os.WriteFile(p("victim/fresh.txt"), []byte("fresh\n"), 0o644))
-	assert.Equal(t, []string{"fresh.txt"}, dirNames(t, p("victim")), "recreated dir must be opaque")
+	assert.Equal(t, []string{"fresh.txt"}, testutil.ReadDirNames(t, p("victim")), "recreated dir must be opaque")
 
 	// Rename files: a lower file to a new name, one over another.
 	require.NoError(t, os.Rename(p("rename-src.txt"), p("renamed.txt")), "rename lower file")
@@ -175,8 +176,8 @@ func runInteropWorkload(t *testing.T, mnt string) interopOutcome {
 	default:
 		require.NoError(t, err, "rename a directory with lower content")
 		out.renamedDir = true
-		assert.Equal(t, []string{"mid-only", "mid.txt", "sub", "top.txt"}, dirNames(t, p("spread-moved")))
-		assert.Equal(t, []string{"mid-sub.txt", "top-sub.txt"}, dirNames(t, p("spread-moved/sub")))
+		assert.Equal(t, []string{"mid-only", "mid.txt", "sub", "top.txt"}, testutil.ReadDirNames(t, p("spread-moved")))
+		assert.Equal(t, []string{"mid-sub.txt", "top-sub.txt"}, testutil.ReadDirNames(t, p("spread-moved/sub")))
 		assert.NoDirExists(t, p("spread"))
 	}
 
@@ -376,18 +377,6 @@ func withoutNlink(tr Tree, paths []string) Tree {
 	return out
 }
 
-// dirNames lists a directory's names, sorted.
-func dirNames(t testing.TB, dir string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	require.NoError(t, err)
-	names := make([]string, len(entries))
-	for i, e := range entries {
-		names[i] = e.Name()
-	}
-	return names
-}
-
 // interopDirs is the directory set of one interop test.
 type interopDirs struct {
 	lowers                  []string
@@ -400,7 +389,7 @@ func newInteropDirs(t *testing.T) interopDirs {
 	for _, l := range interopCrossLinks {
 		require.NoError(t, os.Link(filepath.Join(d.lowers[0], filepath.FromSlash(l[1])), filepath.Join(d.lowers[1], filepath.FromSlash(l[0]))))
 	}
-	dirs := mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"), filepath.Join(tmp, "other"))
+	dirs := testutil.Mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"), filepath.Join(tmp, "other"))
 	d.upper, d.work, d.mnt, d.other = dirs[0], dirs[1], dirs[2], dirs[3]
 	return d
 }
@@ -439,7 +428,7 @@ func TestKernelInterop(t *testing.T) {
 	for _, w := range wantWh {
 		assert.True(t, whiteouts[w], "upper must hold a char 0/0 whiteout for %s; whiteouts: %v", w, whiteouts)
 	}
-	assert.Equal(t, []string{`trusted.overlay.opaque="y"`}, filterXattrs(allXattrs(t, filepath.Join(d.upper, "victim")), "trusted.overlay.opaque"),
+	assert.Equal(t, []string{`trusted.overlay.opaque="y"`}, filterXattrs(testutil.Xattrs(t, filepath.Join(d.upper, "victim"), ""), "trusted.overlay.opaque"),
 		"the recreated directory is opaque in the overlay format")
 
 	// Kernel overlay over the same lowers, upper and workdir.
@@ -464,7 +453,7 @@ func TestKernelInterop(t *testing.T) {
 // the upper holds aufs markers only, reads the union back through the
 // library's io/fs view (no FUSE), and remounts it with strata.
 func TestAufsInterop(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	d := newInteropDirs(t)
 	lowersBefore := snapshotBranches(t, d.lowers)
 	opt := writableOpt(d.lowers, d.upper, d.work)
@@ -488,7 +477,7 @@ func TestAufsInterop(t *testing.T) {
 			assert.Equal(t, uint32(unix.S_IFREG), o.Mode&unix.S_IFMT, "aufs marker %s must be a regular file", o.Path)
 		}
 		if o.Mode&unix.S_IFMT == unix.S_IFDIR {
-			x := filterXattrs(allXattrs(t, filepath.Join(d.upper, filepath.FromSlash(o.Path))), "trusted.overlay.opaque", "user.overlay.opaque")
+			x := filterXattrs(testutil.Xattrs(t, filepath.Join(d.upper, filepath.FromSlash(o.Path)), ""), "trusted.overlay.opaque", "user.overlay.opaque")
 			assert.Empty(t, x, "aufs format, yet %s carries an overlay opaque xattr", o.Path)
 		}
 	}
@@ -509,7 +498,7 @@ func TestAufsInterop(t *testing.T) {
 		require.NoError(t, err)
 		defer stack.Close()
 		got := walkFS(t, stack.FS())
-		if diffs := diffStates(reduceTree(first), got); len(diffs) > 0 {
+		if diffs := testutil.DiffMaps(reduceTree(first), got); len(diffs) > 0 {
 			t.Errorf("strata mount (want) and the io/fs view of the same branches (got) differ in %d places:\n\t%s",
 				len(diffs), strings.Join(diffs, "\n\t"))
 		}
@@ -587,7 +576,7 @@ func filterXattrs(items []string, prefixes ...string) []string {
 // read-only opens write nothing, copy-up keeps a big file's content, mode
 // and inode number, .wh. names are refused, and the workdir is left empty.
 func TestWriteBasics(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	tmp := t.TempDir()
 	big := make([]byte, 5<<20)
 	for i := range big {
@@ -603,7 +592,7 @@ func TestWriteBasics(t *testing.T) {
 	// pair3, in the second lower, is a third name of pair1's inode: a set
 	// spanning two lowers on one filesystem.
 	require.NoError(t, os.Link(filepath.Join(lowers[0], "pair1"), filepath.Join(lowers[1], "pair3")))
-	dirs := mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"))
+	dirs := testutil.Mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"))
 	upper, work, mnt := dirs[0], dirs[1], dirs[2]
 	lowersBefore := snapshotBranches(t, lowers)
 	opt := writableOpt(lowers, upper, work)
@@ -643,8 +632,8 @@ func TestWriteBasics(t *testing.T) {
 			assert.Equal(t, int64(len(big)+5), st.Size, "%s: size", where)
 			assert.Equal(t, uint32(unix.S_IFREG|0o751), st.Mode, "%s: mode kept by copy-up", where)
 			assert.Equal(t, [2]uint32{1234, 5678}, [2]uint32{st.Uid, st.Gid}, "%s: owner kept by copy-up", where)
-			assert.Equal(t, want, hashFile(t, where), "%s: content", where)
-			assert.Equal(t, []string{`user.big="yes"`}, userXattrs(t, where), "%s: xattrs kept by copy-up", where)
+			assert.Equal(t, want, testutil.HashFile(t, where), "%s: content", where)
+			assert.Equal(t, []string{`user.big="yes"`}, testutil.Xattrs(t, where, "user."), "%s: xattrs kept by copy-up", where)
 			if where == p && st.Ino != inoBefore {
 				t.Errorf("st_ino of big.bin changed with its copy-up: %d before, %d after", inoBefore, st.Ino)
 			}
@@ -665,7 +654,7 @@ func TestWriteBasics(t *testing.T) {
 	})
 
 	t.Run(".wh. names are refused", func(t *testing.T) {
-		writeFile(t, filepath.Join(mnt, "plain"), "plain\n")
+		testutil.WriteFile(t, filepath.Join(mnt, "plain"), "plain\n")
 		for name, op := range map[string]func(p string) error{
 			"create":  func(p string) error { return openClose(p, os.O_WRONLY|os.O_CREATE) },
 			"mkdir":   func(p string) error { return os.Mkdir(p, 0o755) },
@@ -713,7 +702,7 @@ func TestWriteBasics(t *testing.T) {
 		for _, name := range []string{"pair3", "pair2", "pair1"} {
 			p := filepath.Join(mnt, name)
 			data, err := os.ReadFile(p)
-			require.NoError(t, err, "mount: %v; upper: %v", dirNames(t, mnt), scanBranch(t, upper))
+			require.NoError(t, err, "mount: %v; upper: %v", testutil.ReadDirNames(t, mnt), scanBranch(t, upper))
 			assert.Equal(t, "original\nchanged\n", string(data), "%s after remount (upper copy of pair1: %q)", name, readFileOrErr(filepath.Join(upper, "pair1")))
 			var st unix.Stat_t
 			require.NoError(t, unix.Lstat(p, &st))

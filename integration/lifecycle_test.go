@@ -10,19 +10,21 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestMountLifecycle follows one mount from start to end: live and
 // read-only while mounted, gone with its daemon after strata umount.
 func TestMountLifecycle(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	tmp := t.TempDir()
 	dirs := buildLayers(t, tmp, []Layer{
 		{File("hello.txt", "hello\n")},
 		{File("base.txt", "base\n"), Dir("dir")},
 	})
-	mnt := mkdirs(t, filepath.Join(tmp, "mnt"))[0]
-	writeFile(t, filepath.Join(mnt, "under-the-mount"), "hidden while mounted\n")
+	mnt := testutil.Mkdirs(t, filepath.Join(tmp, "mnt"))[0]
+	testutil.WriteFile(t, filepath.Join(mnt, "under-the-mount"), "hidden while mounted\n")
 	before := []Tree{walkTree(t, dirs[0], walkOptions{times: true}), walkTree(t, dirs[1], walkOptions{times: true})}
 
 	mountStrata(t, mnt, "lowerdir="+strings.Join(dirs, ":"))

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/strata-fs/strata/drivers/drivertest"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // strataBin is the path of the strata binary built once by TestMain.
@@ -33,23 +34,14 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// requireMountable skips the test when FUSE mounts cannot be made here (not
-// root, or no /dev/fuse). With CI=true it fails instead: CI must run them.
-func requireMountable(t testing.TB) {
-	t.Helper()
-	if reason := fuseBlocker(); reason != "" {
-		skipOrFail(t, reason)
-	}
-}
-
-// requireKernelOverlay is requireMountable plus the kernel's overlay
+// requireKernelOverlay is testutil.NeedFUSE plus the kernel's overlay
 // filesystem, for the tests that use it as the oracle.
 func requireKernelOverlay(t testing.TB) {
 	t.Helper()
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	data, err := os.ReadFile("/proc/filesystems")
 	if err != nil {
-		skipOrFail(t, "cannot read /proc/filesystems: "+err.Error())
+		testutil.SkipOrFail(t, "cannot read /proc/filesystems: "+err.Error())
 		return
 	}
 	for _, line := range bytes.Split(data, []byte("\n")) {
@@ -58,23 +50,5 @@ func requireKernelOverlay(t testing.TB) {
 			return
 		}
 	}
-	skipOrFail(t, "kernel overlay filesystem not available (no overlay in /proc/filesystems; try modprobe overlay)")
-}
-
-func fuseBlocker() string {
-	if os.Geteuid() != 0 {
-		return fmt.Sprintf("mount tests need root (euid is %d)", os.Geteuid())
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		return "mount tests need /dev/fuse: " + err.Error()
-	}
-	return ""
-}
-
-func skipOrFail(t testing.TB, reason string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(reason + " (CI=true: these tests must run, not skip)")
-	}
-	t.Skip(reason)
+	testutil.SkipOrFail(t, "kernel overlay filesystem not available (no overlay in /proc/filesystems; try modprobe overlay)")
 }

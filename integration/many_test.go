@@ -9,13 +9,15 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestManyBranches mounts 1000 lower branches, twice kernel overlay's limit
 // of 500 and far beyond aufs's 127 (docs/UNION-SEMANTICS.md, "Branches":
 // no fixed branch limit).
 func TestManyBranches(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	const n = 1000
 	tmp := t.TempDir()
 	// Short paths (tmp/b/0 .. tmp/b/999) keep the option well under the
@@ -25,16 +27,16 @@ func TestManyBranches(t *testing.T) {
 		dirs[i] = filepath.Join(tmp, "b", strconv.Itoa(i))
 		require.NoError(t, os.MkdirAll(dirs[i], 0o755))
 	}
-	writeFile(t, filepath.Join(dirs[0], "dup.txt"), "from branch 0\n")
-	writeFile(t, filepath.Join(dirs[1], "one.txt"), "from branch 1\n")
-	writeFile(t, filepath.Join(dirs[500], "mid.txt"), "from branch 500\n")
-	writeFile(t, filepath.Join(dirs[998], "deep", "near.txt"), "from branch 998\n")
-	writeFile(t, filepath.Join(dirs[999], "dup.txt"), "from branch 999\n")
-	writeFile(t, filepath.Join(dirs[999], "deep", "bottom.txt"), "from the bottom branch\n")
+	testutil.WriteFile(t, filepath.Join(dirs[0], "dup.txt"), "from branch 0\n")
+	testutil.WriteFile(t, filepath.Join(dirs[1], "one.txt"), "from branch 1\n")
+	testutil.WriteFile(t, filepath.Join(dirs[500], "mid.txt"), "from branch 500\n")
+	testutil.WriteFile(t, filepath.Join(dirs[998], "deep", "near.txt"), "from branch 998\n")
+	testutil.WriteFile(t, filepath.Join(dirs[999], "dup.txt"), "from branch 999\n")
+	testutil.WriteFile(t, filepath.Join(dirs[999], "deep", "bottom.txt"), "from the bottom branch\n")
 
 	opt := "lowerdir=" + strings.Join(dirs, ":")
 	require.Less(t, len(opt), 128<<10, "the lowerdir option must fit in one argument")
-	mnt := mkdirs(t, filepath.Join(tmp, "mnt"))[0]
+	mnt := testutil.Mkdirs(t, filepath.Join(tmp, "mnt"))[0]
 	mountStrata(t, mnt, opt)
 
 	read := func(rel string) string {

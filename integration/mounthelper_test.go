@@ -23,6 +23,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // makeInstall runs `make install` from the repository with the given
@@ -30,7 +32,7 @@ import (
 func makeInstall(t *testing.T, prefix string) string {
 	t.Helper()
 	if _, err := exec.LookPath("make"); err != nil {
-		skipOrFail(t, "make is not installed")
+		testutil.SkipOrFail(t, "make is not installed")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -59,7 +61,7 @@ func runMount(t *testing.T, prog string, args ...string) {
 func helperStack(t *testing.T) (opts, mnt string) {
 	d := t.TempDir()
 	buildLayer(t, filepath.Join(d, "lower"), Layer{File("hello", "from the lower\n")})
-	mkdirs(t, filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt"))
+	testutil.Mkdirs(t, filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt"))
 	return "lowerdir=" + filepath.Join(d, "lower") + ",upperdir=" + filepath.Join(d, "upper") + ",workdir=" + filepath.Join(d, "work"),
 		filepath.Join(d, "mnt")
 }
@@ -72,16 +74,16 @@ func checkHelperMount(t *testing.T, mnt string) {
 	require.Len(t, m, 1, "mount(8) returned, so the union must be live at %s", mnt)
 	assert.Equal(t, "fuse.strata", m[0].FSType)
 	assertContent(t, filepath.Join(mnt, "hello"), "from the lower\n")
-	writeFile(t, filepath.Join(mnt, "new"), "written\n")
+	testutil.WriteFile(t, filepath.Join(mnt, "new"), "written\n")
 	runMount(t, "umount", mnt)
 	assert.Empty(t, mountsAt(t, mnt))
 	assert.True(t, waitFor(func() bool { return len(processesFor(t, mnt)) == 0 }), "daemon still running after umount")
 }
 
 func TestMountHelper(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	if _, err := os.Stat("/sbin/mount.fuse3"); err != nil {
-		skipOrFail(t, "mount.fuse3 is missing (Debian package fuse3): "+err.Error())
+		testutil.SkipOrFail(t, "mount.fuse3 is missing (Debian package fuse3): "+err.Error())
 	}
 	strata := makeInstall(t, t.TempDir())
 

@@ -18,6 +18,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // storeLayer is one layer of a fake containers/storage overlay store.
@@ -47,7 +49,7 @@ func buildStore(t *testing.T, root string, layers []storeLayer) (string, []strin
 // layer and returns them.
 func containerDirs(t *testing.T, overlay, id string) (diff, work, merged string) {
 	t.Helper()
-	d := mkdirs(t, filepath.Join(overlay, id, "diff"), filepath.Join(overlay, id, "work"), filepath.Join(overlay, id, "merged"))
+	d := testutil.Mkdirs(t, filepath.Join(overlay, id, "diff"), filepath.Join(overlay, id, "work"), filepath.Join(overlay, id, "merged"))
 	return d[0], d[1], d[2]
 }
 
@@ -72,7 +74,7 @@ func podmanStyleStore(t *testing.T) (overlay string, lowers []string) {
 }
 
 func TestMountProgramForm(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	overlay, lowers := podmanStyleStore(t)
 	diff, work, merged := containerDirs(t, overlay, "c0c0")
 	t.Cleanup(func() { unmountAndWait(t, merged, true) })
@@ -101,7 +103,7 @@ func TestMountProgramForm(t *testing.T) {
 	}
 
 	// Writes land in the upper; the lowers stay as they were.
-	writeFile(t, filepath.Join(merged, "a/b/c/new.txt"), "x\n")
+	testutil.WriteFile(t, filepath.Join(merged, "a/b/c/new.txt"), "x\n")
 	require.NoError(t, os.Remove(filepath.Join(merged, "bin/sh")))
 	assertContent(t, filepath.Join(diff, "a/b/c/new.txt"), "x\n")
 	assert.FileExists(t, filepath.Join(overlay, "1a1a/diff/bin/sh"), "the lower keeps bin/sh")
@@ -119,7 +121,7 @@ func assertContent(t *testing.T, p, want string) {
 // -u, then fusermount -u, then a detached umount; the daemon must exit
 // after each of them.
 func TestMountProgramUnmount(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	overlay, lowers := podmanStyleStore(t)
 	unmounts := []struct {
 		name string
@@ -134,7 +136,7 @@ func TestMountProgramUnmount(t *testing.T) {
 			prog := strings.Fields(u.name)[0]
 			if prog != "umount" {
 				if _, err := exec.LookPath(prog); err != nil {
-					skipOrFail(t, prog+" is not installed (Debian package fuse3)")
+					testutil.SkipOrFail(t, prog+" is not installed (Debian package fuse3)")
 				}
 			}
 			diff, work, merged := containerDirs(t, overlay, "u"+string(rune('0'+i)))
@@ -156,7 +158,7 @@ func TestMountProgramUnmount(t *testing.T) {
 // program fails is our stderr: one line naming the problem, and nothing
 // may be left mounted.
 func TestMountProgramRefusals(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	overlay, lowers := podmanStyleStore(t)
 	cases := []struct {
 		name  string
@@ -199,7 +201,7 @@ func TestMountProgramRefusals(t *testing.T) {
 // owners, chown and create store the ids mapped back, and the lowers are
 // never chowned.
 func TestMountProgramIDMapping(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	overlay, lowers := buildStore(t, t.TempDir(), []storeLayer{
 		{"1a1a", "AAAAAAAAAAAAAAAAAAAAAAAAAA", Layer{
 			File("root-owned", "r\n", Owner(0, 0)),
@@ -233,7 +235,7 @@ func TestMountProgramIDMapping(t *testing.T) {
 
 		// A file created by root (not in the mount's id range) is stored
 		// as the overflow id, as fuse-overlayfs stores it.
-		writeFile(t, filepath.Join(merged, "dir/created"), "c\n")
+		testutil.WriteFile(t, filepath.Join(merged, "dir/created"), "c\n")
 		assert.Equal(t, [2]uint32{65534, 65534}, owner(filepath.Join(diff, "dir/created")))
 	})
 
@@ -261,7 +263,7 @@ func TestMountProgramIDMapping(t *testing.T) {
 // TestMountProgramWarning: options that change nothing visible are
 // accepted, and named in one warning line; the mount is made.
 func TestMountProgramWarning(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	overlay, lowers := podmanStyleStore(t)
 	diff, work, merged := containerDirs(t, overlay, "w0")
 	t.Cleanup(func() { unmountAndWait(t, merged, true) })

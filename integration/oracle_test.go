@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // oracleLayers is a 4-layer stack in the overlay dialect (top first) that
@@ -138,7 +140,7 @@ func TestKernelOracle(t *testing.T) {
 	// Mixed: layers 0 and 2 in the aufs dialect, 1 and 3 in the overlay one.
 	mixed := []string{aufs[0], ovl[1], aufs[2], ovl[3]}
 
-	kmnt := mkdirs(t, filepath.Join(tmp, "kernel"))[0]
+	kmnt := testutil.Mkdirs(t, filepath.Join(tmp, "kernel"))[0]
 	mountKernelOverlay(t, kmnt, ovl...)
 	// With mtimes: strata over the very same files must report the same
 	// times as the kernel. The copies have their own times.
@@ -161,7 +163,7 @@ func TestKernelOracle(t *testing.T) {
 	inos := map[string]Tree{}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			mnt := mkdirs(t, filepath.Join(tmp, "strata-"+tc.name))[0]
+			mnt := testutil.Mkdirs(t, filepath.Join(tmp, "strata-"+tc.name))[0]
 			before := walkLayers(t, tmp)
 			mountStrata(t, mnt, tc.opt)
 			got := walkTree(t, mnt, walkOptions{times: tc.sameFiles})
@@ -253,10 +255,10 @@ func TestKernelOracleEdges(t *testing.T) {
 				dirs[i] = filepath.Join(tmp, name)
 				buildLayer(t, dirs[i], l)
 			}
-			kmnt := mkdirs(t, filepath.Join(tmp, "kernel"))[0]
+			kmnt := testutil.Mkdirs(t, filepath.Join(tmp, "kernel"))[0]
 			mountKernelOverlay(t, kmnt, dirs...)
 			kernel := walkTree(t, kmnt, walkOptions{times: true})
-			mnt := mkdirs(t, filepath.Join(tmp, "strata"))[0]
+			mnt := testutil.Mkdirs(t, filepath.Join(tmp, "strata"))[0]
 			mountStrata(t, mnt, lowerdirOpt(dirs))
 			got := walkTree(t, mnt, walkOptions{times: true})
 			if !assertSameTree(t, kernel, got, "strata vs kernel overlay") && len(got.Nodes) < 100 {

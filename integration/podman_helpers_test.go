@@ -32,6 +32,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,21 +52,21 @@ var podmanDirs = []string{"home", "xdg", "tmp", "root", "runroot", "net"}
 // busybox are installed; scripts/install-deps installs them as root.
 func requirePodman(t *testing.T) {
 	t.Helper()
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	for _, prog := range []string{"podman", "runc"} {
 		if _, err := exec.LookPath(prog); err != nil {
-			skipOrFail(t, prog+" is not installed (run 'make test' as root, or apt-get install podman runc)")
+			testutil.SkipOrFail(t, prog+" is not installed (run 'make test' as root, or apt-get install podman runc)")
 		}
 	}
 	f, err := elf.Open(busyboxPath)
 	if err != nil {
-		skipOrFail(t, busyboxPath+" is missing (apt-get install busybox-static): "+err.Error())
+		testutil.SkipOrFail(t, busyboxPath+" is missing (apt-get install busybox-static): "+err.Error())
 		return
 	}
 	defer f.Close()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
-			skipOrFail(t, busyboxPath+" is dynamically linked; the test image needs busybox-static")
+			testutil.SkipOrFail(t, busyboxPath+" is dynamically linked; the test image needs busybox-static")
 		}
 	}
 }
@@ -404,14 +405,14 @@ func dockerArchive(t *testing.T, tag string, layers ...[]byte) []byte {
 func rootlessSetup(t *testing.T) *user.User {
 	t.Helper()
 	if _, err := exec.LookPath("newuidmap"); err != nil {
-		skipOrFail(t, "newuidmap is not installed (apt-get install uidmap): rootless podman needs it")
+		testutil.SkipOrFail(t, "newuidmap is not installed (apt-get install uidmap): rootless podman needs it")
 	}
 	ci := os.Getenv("CI") == "true"
 	var st unix.Stat_t
 	require.NoError(t, unix.Stat("/dev/fuse", &st))
 	if st.Mode&0o006 != 0o006 {
 		if !ci {
-			skipOrFail(t, fmt.Sprintf("/dev/fuse is mode %04o: rootless mounts need it world read-write (udev's default); CI=true lets the test open it for its run", st.Mode&0o7777))
+			testutil.SkipOrFail(t, fmt.Sprintf("/dev/fuse is mode %04o: rootless mounts need it world read-write (udev's default); CI=true lets the test open it for its run", st.Mode&0o7777))
 		}
 		require.NoError(t, unix.Chmod("/dev/fuse", 0o666))
 		t.Cleanup(func() { unix.Chmod("/dev/fuse", st.Mode&0o7777) })
@@ -419,7 +420,7 @@ func rootlessSetup(t *testing.T) *user.User {
 	u, err := user.Lookup(rootlessUser)
 	if err != nil {
 		if !ci {
-			skipOrFail(t, "user "+rootlessUser+" does not exist; CI=true lets the test create it (with /etc/subuid and /etc/subgid ranges)")
+			testutil.SkipOrFail(t, "user "+rootlessUser+" does not exist; CI=true lets the test create it (with /etc/subuid and /etc/subgid ranges)")
 		}
 		out, err := exec.Command("useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", rootlessUser).CombinedOutput()
 		require.NoError(t, err, "useradd: %s", out)
@@ -435,7 +436,7 @@ func rootlessSetup(t *testing.T) *user.User {
 		data, _ := os.ReadFile(f)
 		if !regexp.MustCompile(`(?m)^(` + regexp.QuoteMeta(u.Username) + `|` + u.Uid + `):`).Match(data) {
 			if !ci {
-				skipOrFail(t, f+" has no range for "+u.Username)
+				testutil.SkipOrFail(t, f+" has no range for "+u.Username)
 			}
 			flag := "--add-subuids"
 			if strings.HasSuffix(f, "subgid") {

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestPosix runs go-fuse's POSIX conformance suite (posixtest.All) against
@@ -38,7 +40,7 @@ func TestPosix(t *testing.T) {
 		t.Run(variant.name, func(t *testing.T) {
 			for _, name := range names {
 				t.Run(name, func(t *testing.T) {
-					requireMountable(t)
+					testutil.NeedFUSE(t)
 					base := t.TempDir()
 					lower, upper, work, mnt := filepath.Join(base, "l"), filepath.Join(base, "u"), filepath.Join(base, "w"), filepath.Join(base, "m")
 					for _, d := range []string{lower, upper, work, mnt} {

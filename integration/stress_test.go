@@ -16,6 +16,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestStress runs worker processes that change and read one union at once
@@ -44,7 +46,7 @@ import (
 // sequences (the interleaving is the scheduler's); STRESS_WORKERS sets the
 // number of worker processes (default 3).
 func TestStress(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	cfg := stressConfigFromEnv(t)
 	modes := []struct {
 		name  string
@@ -108,13 +110,13 @@ func stressConfigFromEnv(t *testing.T) stressConfig {
 }
 
 func runStress(t *testing.T, cfg stressConfig, mode string, flags []string) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	tmp := t.TempDir()
 	layers := stressLayers(cfg.Shape)
 	dirs := buildLayers(t, filepath.Join(tmp, "branches"), layers)
 	upper, lowers := dirs[0], dirs[1:]
 	work, mnt := filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt")
-	mkdirs(t, work, mnt)
+	testutil.Mkdirs(t, work, mnt)
 	before := snapshotBranches(t, lowers)
 	// The kernel replay's copy of the branches, as they are before the run.
 	kbranches := filepath.Join(tmp, "kernel-branches")
@@ -156,7 +158,7 @@ func runStress(t *testing.T, cfg stressConfig, mode string, flags []string) {
 			kdirs[i] = filepath.Join(kbranches, filepath.Base(d))
 		}
 		kwork, kmnt := filepath.Join(tmp, "kernel-work"), filepath.Join(tmp, "kernel-mnt")
-		mkdirs(t, kwork, kmnt)
+		testutil.Mkdirs(t, kwork, kmnt)
 		// index=on keeps a copied-up lower hard link with its other names
 		// (one inode, the true link count), as strata does.
 		mountKernelOverlayRW(t, kmnt, kdirs[1:], kdirs[0], kwork, "index=on")
@@ -277,29 +279,18 @@ func checkStressTree(t *testing.T, what, root string, cfg stressConfig, ops []in
 	for w := 0; w < cfg.Shape.Workers; w++ {
 		wantTop = append(wantTop, fmt.Sprintf("w%d", w))
 	}
-	require.Equal(t, wantTop, readNames(t, root), "%s: the union's root", what)
+	require.Equal(t, wantTop, testutil.ReadDirNames(t, root), "%s: the union's root", what)
 	for w := 0; w < cfg.Shape.Workers; w++ {
 		if ops[w] < 0 {
 			continue // its failure is reported
 		}
 		want := stressExpected(cfg.Shape, cfg.Seed, w, ops[w])
 		got := stressDirState(t, filepath.Join(root, fmt.Sprintf("w%d", w)))
-		if diff := diffStates(want, got); len(diff) > 0 {
+		if diff := testutil.DiffMaps(want, got); len(diff) > 0 {
 			t.Errorf("%s: w%d after %d operations differs from the model in %d names:\n  %s",
 				what, w, ops[w], len(diff), capLines(diff, 20, "\n  "))
 		}
 	}
-}
-
-func readNames(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	require.NoError(t, err)
-	names := make([]string, len(ents))
-	for i, e := range ents {
-		names[i] = e.Name()
-	}
-	return names
 }
 
 // stressDirState reads one worker directory (regular files only) in the
@@ -309,7 +300,7 @@ func stressDirState(t *testing.T, dir string) map[string]stressFileState {
 	out := map[string]stressFileState{}
 	byIno := map[uint64][]string{}
 	inos := map[string]uint64{}
-	for _, name := range readNames(t, dir) {
+	for _, name := range testutil.ReadDirNames(t, dir) {
 		p := filepath.Join(dir, name)
 		var st unix.Stat_t
 		require.NoError(t, unix.Lstat(p, &st), "lstat %s", p)
@@ -317,7 +308,7 @@ func stressDirState(t *testing.T, dir string) map[string]stressFileState {
 			out[name] = stressFileState{SHA256: fmt.Sprintf("not a regular file (mode %o)", st.Mode)}
 			continue
 		}
-		out[name] = stressFileState{Size: st.Size, SHA256: hashFile(t, p), Perm: st.Mode & 0o7777, Nlink: uint64(st.Nlink)}
+		out[name] = stressFileState{Size: st.Size, SHA256: testutil.HashFile(t, p), Perm: st.Mode & 0o7777, Nlink: uint64(st.Nlink)}
 		byIno[st.Ino] = append(byIno[st.Ino], name)
 		inos[name] = st.Ino
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // readTrace decodes a trace file, checking every line is one JSON event
@@ -62,11 +63,11 @@ func decisions(evs []branches.TraceEvent) []string {
 // through the mount and checks the decisions in the trace, exactly and in
 // order; then turns the trace off and on again on the running mount.
 func TestTraceScriptedWorkload(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	tmp := t.TempDir()
 	lower := filepath.Join(tmp, "lower")
 	buildLayer(t, lower, Layer{File("etc/motd", "hello\n"), File("etc/hostname", "base\n"), File("var/cache/x", "1")})
-	dirs := mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"))
+	dirs := testutil.Mkdirs(t, filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "mnt"))
 	mnt, file := dirs[2], filepath.Join(tmp, "trace.jsonl")
 	mountStrataFlags(t, mnt, []string{"--trace", file}, writableOpt([]string{lower}, dirs[0], dirs[1]))
 

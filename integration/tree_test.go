@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // Node is what the walker records of one object (lstat, never following a
@@ -94,15 +94,12 @@ func walkTree(t testing.TB, root string, opts ...walkOptions) Tree {
 		o = opts[0]
 	}
 	tree := Tree{Root: root, Nodes: map[string]Node{}, Inos: map[string]uint64{}, Types: map[string]uint32{}, Nlinks: map[string]uint64{}}
-	var walk func(rel string)
-	walk = func(rel string) {
-		p := filepath.Join(root, filepath.FromSlash(rel))
-		var st unix.Stat_t
-		require.NoError(t, unix.Lstat(p, &st), "lstat %s", p)
+	testutil.Walk(t, root, func(rel, p string, st *unix.Stat_t) {
+		t.Helper()
 		n := Node{Type: branches.TypeName(st.Mode), Perm: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
-			n.Size, n.SHA256 = st.Size, hashFile(t, p)
+			n.Size, n.SHA256 = st.Size, testutil.HashFile(t, p)
 		case unix.S_IFLNK:
 			target, err := os.Readlink(p)
 			require.NoError(t, err, "readlink %s", p)
@@ -113,37 +110,13 @@ func walkTree(t testing.TB, root string, opts ...walkOptions) Tree {
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			n.Nlink = st.Nlink
 		}
-		n.Xattrs = userXattrs(t, p)
+		n.Xattrs = testutil.Xattrs(t, p, "user.")
 		if o.times {
 			n.Mtime = fmt.Sprintf("%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
 		}
 		tree.Nodes[rel], tree.Inos[rel], tree.Types[rel], tree.Nlinks[rel] = n, st.Ino, st.Mode&unix.S_IFMT, st.Nlink
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			return
-		}
-		f, err := os.Open(p)
-		require.NoError(t, err, "open directory %s", p)
-		names, err := f.Readdirnames(-1)
-		f.Close()
-		require.NoError(t, err, "readdir %s", p)
-		sort.Strings(names)
-		for _, name := range names {
-			walk(path.Join(rel, name))
-		}
-	}
-	walk(".")
+	})
 	return tree
-}
-
-func hashFile(t testing.TB, p string) string {
-	t.Helper()
-	f, err := os.Open(p)
-	require.NoError(t, err, "open %s", p)
-	defer f.Close()
-	h := sha256.New()
-	_, err = io.Copy(h, f)
-	require.NoError(t, err, "read %s", p)
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func sha256Hex(s string) string {
@@ -151,68 +124,10 @@ func sha256Hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// userXattrs lists the user.* attributes of p (not following a symlink).
-func userXattrs(t testing.TB, p string) []string { return xattrsOf(t, p, "user.") }
-
-// xattrsOf lists the attributes of p whose names start with prefix (not
-// following a symlink) as name="value", sorted.
-func xattrsOf(t testing.TB, p, prefix string) []string {
-	t.Helper()
-	size, err := unix.Llistxattr(p, nil)
-	if err == unix.ENOTSUP || size == 0 {
-		return nil
-	}
-	require.NoError(t, err, "listxattr %s", p)
-	buf := make([]byte, size)
-	size, err = unix.Llistxattr(p, buf)
-	require.NoError(t, err, "listxattr %s", p)
-	var out []string
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
-		if !strings.HasPrefix(name, prefix) {
-			continue
-		}
-		vsize, err := unix.Lgetxattr(p, name, nil)
-		require.NoError(t, err, "getxattr %s %s", p, name)
-		val := make([]byte, vsize)
-		vsize, err = unix.Lgetxattr(p, name, val)
-		require.NoError(t, err, "getxattr %s %s", p, name)
-		out = append(out, fmt.Sprintf("%s=%q", name, val[:vsize]))
-	}
-	sort.Strings(out)
-	return out
-}
-
 // diffTrees lists every difference between want and got, one line each,
 // sorted by path.
 func diffTrees(want, got Tree) []string {
-	paths := map[string]bool{}
-	for p := range want.Nodes {
-		paths[p] = true
-	}
-	for p := range got.Nodes {
-		paths[p] = true
-	}
-	sorted := make([]string, 0, len(paths))
-	for p := range paths {
-		sorted = append(sorted, p)
-	}
-	sort.Strings(sorted)
-	var out []string
-	for _, p := range sorted {
-		w, inWant := want.Nodes[p]
-		g, inGot := got.Nodes[p]
-		switch {
-		case !inGot:
-			out = append(out, fmt.Sprintf("%s: missing (want %v)", p, w))
-		case !inWant:
-			out = append(out, fmt.Sprintf("%s: unexpected (got %v)", p, g))
-		default:
-			for _, d := range diffNode(w, g) {
-				out = append(out, p+": "+d)
-			}
-		}
-	}
-	return out
+	return testutil.DiffMapsFunc(want.Nodes, got.Nodes, diffNode)
 }
 
 func diffNode(w, g Node) []string {

@@ -3,13 +3,11 @@ package whiteout_test
 import (
 	"io/fs"
 	"maps"
-	"os"
 	"path/filepath"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strata-fs/strata/branches"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -50,7 +48,7 @@ func unionView(t *testing.T, upper, lower string) map[string]string {
 
 func convert(t *testing.T, dir string, to whiteout.Format, dry bool) []whiteout.Change {
 	t.Helper()
-	changes, err := whiteout.Convert(openDir(t, dir), to, "trusted.", dry)
+	changes, err := whiteout.Convert(testutil.OpenDir(t, dir), to, "trusted.", dry)
 	if err != nil {
 		t.Fatalf("Convert(%s, %s): %v", dir, to, err)
 	}
@@ -62,7 +60,7 @@ func convertLower(t *testing.T) string {
 	t.Helper()
 	d := t.TempDir()
 	for _, p := range []string{"gone", "d/gone2", "d/keep", "xd/w", "xd/keep", "opq/old", "orig/f", "x/oldfile", "f", "g", "h"} {
-		writeFile(t, filepath.Join(d, p), "lower "+p)
+		testutil.WriteFile(t, filepath.Join(d, p), "lower "+p)
 	}
 	return d
 }
@@ -72,28 +70,28 @@ func convertLower(t *testing.T) string {
 // every step, the branch is in the target format with no inconsistency,
 // a dry run changes nothing, and a second run has nothing to do.
 func TestConvertRoundTrip(t *testing.T) {
-	needRoot(t, "char 0/0 whiteouts, trusted.* xattrs")
+	testutil.NeedRoot(t, "char 0/0 whiteouts, trusted.* xattrs")
 	overlayUpper := func(t *testing.T) string {
 		d := t.TempDir()
 		charWhiteout(t, filepath.Join(d, "gone"))
-		mkdir(t, filepath.Join(d, "d"))
+		testutil.Mkdirs(t, filepath.Join(d, "d"))
 		charWhiteout(t, filepath.Join(d, "d", "gone2"))
 		xattrWhiteout(t, filepath.Join(d, "xd"), "w", "trusted.")
-		writeFile(t, filepath.Join(d, "opq", "new"), "upper new")
-		setxattr(t, filepath.Join(d, "opq"), "trusted.overlay.opaque", "y")
-		mkdir(t, filepath.Join(d, "moved"))
-		setxattr(t, filepath.Join(d, "moved"), "trusted.overlay.redirect", "/orig")
+		testutil.WriteFile(t, filepath.Join(d, "opq", "new"), "upper new")
+		testutil.SetxattrNeedRoot(t, filepath.Join(d, "opq"), "trusted.overlay.opaque", "y")
+		testutil.Mkdirs(t, filepath.Join(d, "moved"))
+		testutil.SetxattrNeedRoot(t, filepath.Join(d, "moved"), "trusted.overlay.redirect", "/orig")
 		charWhiteout(t, filepath.Join(d, "orig"))
 		return d
 	}
 	aufsUpper := func(t *testing.T) string {
 		d := t.TempDir()
 		for _, p := range []string{".wh.gone", "d/.wh.gone2", ".wh.g", "opq/.wh..wh..opq", ".wh.x", ".wh.f"} {
-			writeFile(t, filepath.Join(d, p), "")
+			testutil.WriteFile(t, filepath.Join(d, p), "")
 		}
-		writeFile(t, filepath.Join(d, "opq", "new"), "upper new")
-		writeFile(t, filepath.Join(d, "x", "newfile"), "deleted, then created again")
-		writeFile(t, filepath.Join(d, "f"), "f again")
+		testutil.WriteFile(t, filepath.Join(d, "opq", "new"), "upper new")
+		testutil.WriteFile(t, filepath.Join(d, "x", "newfile"), "deleted, then created again")
+		testutil.WriteFile(t, filepath.Join(d, "f"), "f again")
 		return d
 	}
 	for _, tc := range []struct {
@@ -122,11 +120,11 @@ func TestConvertRoundTrip(t *testing.T) {
 				}
 			}
 
-			before := dirSnapshot(t, upper)
+			before := testutil.Snapshot(t, upper, testutil.WithXattrNames)
 			if len(convert(t, upper, tc.first, true)) == 0 {
 				t.Fatal("dry run: nothing to convert")
 			}
-			if dirSnapshot(t, upper) != before {
+			if testutil.Snapshot(t, upper, testutil.WithXattrNames) != before {
 				t.Fatal("a dry run changed the branch")
 			}
 			for _, to := range []whiteout.Format{tc.first, tc.back} {
@@ -150,29 +148,3 @@ func TestConvertRoundTrip(t *testing.T) {
 }
 
 // dirSnapshot lists every entry under dir with its mode, size and xattrs.
-func dirSnapshot(t *testing.T, dir string) string {
-	t.Helper()
-	var s string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		names, _ := xattrNames(p)
-		s += p + " " + info.Mode().String() + " " + names + "\n"
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func xattrNames(p string) (string, error) {
-	buf := make([]byte, 4096)
-	n, err := unix.Llistxattr(p, buf)
-	return string(buf[:max(n, 0)]), err
-}

@@ -6,12 +6,13 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
 func inspect(t *testing.T, dir string) *whiteout.Inventory {
 	t.Helper()
-	inv, err := whiteout.Inspect(openDir(t, dir))
+	inv, err := whiteout.Inspect(testutil.OpenDir(t, dir))
 	if err != nil {
 		t.Fatalf("Inspect(%s): %v", dir, err)
 	}
@@ -25,39 +26,39 @@ var plantedProblems = []struct {
 	build      func(t *testing.T, dir string)
 }{
 	{whiteout.ProblemWhiteoutBesideObject, "x", func(t *testing.T, d string) {
-		writeFile(t, filepath.Join(d, "x"), "again")
-		writeFile(t, filepath.Join(d, ".wh.x"), "")
+		testutil.WriteFile(t, filepath.Join(d, "x"), "again")
+		testutil.WriteFile(t, filepath.Join(d, ".wh.x"), "")
 	}},
 	{whiteout.ProblemMixedFormat, "c", func(t *testing.T, d string) {
 		for _, n := range []string{".wh.a", ".wh.b", "sub/.wh..wh..opq"} {
-			writeFile(t, filepath.Join(d, n), "")
+			testutil.WriteFile(t, filepath.Join(d, n), "")
 		}
 		charWhiteout(t, filepath.Join(d, "c"))
 	}},
 	{whiteout.ProblemBadRedirect, "d", func(t *testing.T, d string) {
-		mkdir(t, filepath.Join(d, "d"))
-		setxattr(t, filepath.Join(d, "d"), "user.overlay.redirect", "/a/../../etc")
+		testutil.Mkdirs(t, filepath.Join(d, "d"))
+		testutil.SetxattrNeedRoot(t, filepath.Join(d, "d"), "user.overlay.redirect", "/a/../../etc")
 	}},
 	{whiteout.ProblemInertXattrWhiteout, "f", func(t *testing.T, d string) {
-		writeFile(t, filepath.Join(d, "f"), "")
-		setxattr(t, filepath.Join(d, "f"), "user.overlay.whiteout", "y")
+		testutil.WriteFile(t, filepath.Join(d, "f"), "")
+		testutil.SetxattrNeedRoot(t, filepath.Join(d, "f"), "user.overlay.whiteout", "y")
 	}},
 	{whiteout.ProblemMarkerNotEmpty, ".wh.y", func(t *testing.T, d string) {
-		writeFile(t, filepath.Join(d, ".wh.y"), "not empty")
+		testutil.WriteFile(t, filepath.Join(d, ".wh.y"), "not empty")
 	}},
 	{whiteout.ProblemBadOpaqueValue, "o", func(t *testing.T, d string) {
-		mkdir(t, filepath.Join(d, "o"))
-		setxattr(t, filepath.Join(d, "o"), "user.overlay.opaque", "maybe")
+		testutil.Mkdirs(t, filepath.Join(d, "o"))
+		testutil.SetxattrNeedRoot(t, filepath.Join(d, "o"), "user.overlay.opaque", "maybe")
 	}},
 	{whiteout.ProblemMetacopy, "m", func(t *testing.T, d string) {
-		writeFile(t, filepath.Join(d, "m"), "")
-		setxattr(t, filepath.Join(d, "m"), "trusted.overlay.metacopy", "")
+		testutil.WriteFile(t, filepath.Join(d, "m"), "")
+		testutil.SetxattrNeedRoot(t, filepath.Join(d, "m"), "trusted.overlay.metacopy", "")
 	}},
 	{whiteout.ProblemScratchLeftovers, whiteout.StrataScratch, func(t *testing.T, d string) {
-		writeFile(t, filepath.Join(d, whiteout.StrataScratch, "strata", "tmp.1.1"), "half a copy")
+		testutil.WriteFile(t, filepath.Join(d, whiteout.StrataScratch, "strata", "tmp.1.1"), "half a copy")
 	}},
 	{whiteout.ProblemRootOpaque, whiteout.AufsOpaque, func(t *testing.T, d string) {
-		writeFile(t, filepath.Join(d, whiteout.AufsOpaque), "")
+		testutil.WriteFile(t, filepath.Join(d, whiteout.AufsOpaque), "")
 	}},
 }
 
@@ -100,17 +101,17 @@ func TestInspectFindsEachPlantedProblem(t *testing.T) {
 // TestInspectInventory: a clean branch with markers of one format, its
 // redirects and strata's bookkeeping, listed as such.
 func TestInspectInventory(t *testing.T) {
-	needRoot(t, "char 0/0 whiteouts, trusted.* xattrs")
+	testutil.NeedRoot(t, "char 0/0 whiteouts, trusted.* xattrs")
 	d := t.TempDir()
 	charWhiteout(t, filepath.Join(d, "gone"))
 	xattrWhiteout(t, filepath.Join(d, "x"), "w", "trusted.")
-	mkdir(t, filepath.Join(d, "opq"))
-	setxattr(t, filepath.Join(d, "opq"), "trusted.overlay.opaque", "y")
-	mkdir(t, filepath.Join(d, "new"))
-	setxattr(t, filepath.Join(d, "new"), "trusted.overlay.redirect", "/old")
-	writeFile(t, filepath.Join(d, "copied"), "data")
-	setxattr(t, filepath.Join(d, "copied"), "trusted.strata.ino", "12345678")
-	writeFile(t, filepath.Join(d, "plain"), "")
+	testutil.Mkdirs(t, filepath.Join(d, "opq"))
+	testutil.SetxattrNeedRoot(t, filepath.Join(d, "opq"), "trusted.overlay.opaque", "y")
+	testutil.Mkdirs(t, filepath.Join(d, "new"))
+	testutil.SetxattrNeedRoot(t, filepath.Join(d, "new"), "trusted.overlay.redirect", "/old")
+	testutil.WriteFile(t, filepath.Join(d, "copied"), "data")
+	testutil.SetxattrNeedRoot(t, filepath.Join(d, "copied"), "trusted.strata.ino", "12345678")
+	testutil.WriteFile(t, filepath.Join(d, "plain"), "")
 	if err := os.Symlink("plain", filepath.Join(d, "link")); err != nil {
 		t.Fatal(err)
 	}
@@ -142,8 +143,8 @@ func TestInspectInventory(t *testing.T) {
 	}
 
 	aufs := t.TempDir()
-	writeFile(t, filepath.Join(aufs, "etc", ".wh.passwd"), "")
-	writeFile(t, filepath.Join(aufs, "var", whiteout.AufsOpaque), "")
+	testutil.WriteFile(t, filepath.Join(aufs, "etc", ".wh.passwd"), "")
+	testutil.WriteFile(t, filepath.Join(aufs, "var", whiteout.AufsOpaque), "")
 	inv = inspect(t, aufs)
 	if inv.Format != "aufs" || len(inv.Whiteouts) != 1 || inv.Whiteouts[0].Path != "etc/passwd" || inv.Whiteouts[0].Entry != "etc/.wh.passwd" ||
 		len(inv.Opaque) != 1 || inv.Opaque[0].Path != "var" || len(inv.Problems) != 0 {

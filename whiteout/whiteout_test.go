@@ -12,76 +12,23 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/internal/sys"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
 // --- helpers ---------------------------------------------------------------
 
-// needRoot skips a test that needs root (mknod of char 0/0, trusted.*
-// xattrs), or fails it when CI=true, where every test must run.
-func needRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs root (%s), and CI=true forbids skipping", why)
-	}
-	t.Skipf("needs root: %s", why)
-}
-
-// openDir opens dir as an O_PATH directory descriptor (as the union does),
-// closed at the end of the test.
-func openDir(t *testing.T, dir string) int {
-	t.Helper()
-	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("open %s: %v", dir, err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	return fd
-}
-
-func writeFile(t *testing.T, p, content string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func mkdir(t *testing.T, p string) {
-	t.Helper()
-	if err := os.MkdirAll(p, 0o755); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func setxattr(t *testing.T, p, attr, val string) {
-	t.Helper()
-	if strings.HasPrefix(attr, "trusted.") {
-		needRoot(t, "trusted.* xattrs")
-	}
-	if err := unix.Lsetxattr(p, attr, []byte(val), 0); err != nil {
-		t.Fatalf("setxattr %s %s: %v", p, attr, err)
-	}
-}
-
 // charWhiteout makes an overlay whiteout (char 0/0) at p.
 func charWhiteout(t *testing.T, p string) {
 	t.Helper()
-	needRoot(t, "mknod of a char device 0/0")
-	if err := unix.Mknod(p, unix.S_IFCHR|0o600, 0); err != nil {
-		t.Fatalf("mknod %s: %v", p, err)
-	}
+	testutil.NeedRoot(t, "mknod of a char device 0/0")
+	testutil.MknodWhiteout(t, p, 0o600)
 }
 
 // devNull makes a char device 1/3 at p: a real device, not a whiteout.
 func devNull(t *testing.T, p string) {
 	t.Helper()
-	needRoot(t, "mknod of a char device")
+	testutil.NeedRoot(t, "mknod of a char device")
 	if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
 		t.Fatalf("mknod %s: %v", p, err)
 	}
@@ -91,14 +38,14 @@ func devNull(t *testing.T, p string) {
 // with <ns>overlay.whiteout, in a directory marked <ns>overlay.opaque=x.
 func xattrWhiteout(t *testing.T, dir, name, ns string) {
 	t.Helper()
-	writeFile(t, filepath.Join(dir, name), "")
-	setxattr(t, filepath.Join(dir, name), ns+"overlay.whiteout", "y")
-	setxattr(t, dir, ns+"overlay.opaque", "x")
+	testutil.WriteFile(t, filepath.Join(dir, name), "")
+	testutil.SetxattrNeedRoot(t, filepath.Join(dir, name), ns+"overlay.whiteout", "y")
+	testutil.SetxattrNeedRoot(t, dir, ns+"overlay.opaque", "x")
 }
 
 func markers(t *testing.T, dir string) whiteout.DirMarkers {
 	t.Helper()
-	m, err := whiteout.ReadDirMarkers(openDir(t, dir), ".")
+	m, err := whiteout.ReadDirMarkers(testutil.OpenDir(t, dir), ".")
 	if err != nil {
 		t.Fatalf("ReadDirMarkers(%s): %v", dir, err)
 	}
@@ -107,7 +54,7 @@ func markers(t *testing.T, dir string) whiteout.DirMarkers {
 
 func lookup(t *testing.T, dir, name string) whiteout.Lookup {
 	t.Helper()
-	l, err := whiteout.LookupName(openDir(t, dir), name, markers(t, dir))
+	l, err := whiteout.LookupName(testutil.OpenDir(t, dir), name, markers(t, dir))
 	if err != nil {
 		t.Fatalf("LookupName(%s, %q): %v", dir, name, err)
 	}
@@ -323,76 +270,76 @@ func TestReadDirMarkers(t *testing.T) {
 	}{
 		{
 			name:  "none",
-			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "f"), "x") },
+			setup: func(t *testing.T, dir string) { testutil.WriteFile(t, filepath.Join(dir, "f"), "x") },
 			want:  whiteout.DirMarkers{},
 		},
 		{
 			name:  "trusted.overlay.opaque=y",
-			setup: func(t *testing.T, dir string) { setxattr(t, dir, "trusted.overlay.opaque", "y") },
+			setup: func(t *testing.T, dir string) { testutil.SetxattrNeedRoot(t, dir, "trusted.overlay.opaque", "y") },
 			want:  whiteout.DirMarkers{Opaque: whiteout.OpaqueOverlay},
 		},
 		{
 			name:  "user.overlay.opaque=y",
-			setup: func(t *testing.T, dir string) { setxattr(t, dir, "user.overlay.opaque", "y") },
+			setup: func(t *testing.T, dir string) { testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "y") },
 			want:  whiteout.DirMarkers{Opaque: whiteout.OpaqueOverlay},
 		},
 		{
 			name:  "trusted.overlay.opaque=x",
-			setup: func(t *testing.T, dir string) { setxattr(t, dir, "trusted.overlay.opaque", "x") },
+			setup: func(t *testing.T, dir string) { testutil.SetxattrNeedRoot(t, dir, "trusted.overlay.opaque", "x") },
 			want:  whiteout.DirMarkers{XattrWhiteouts: true},
 		},
 		{
 			name:  "user.overlay.opaque=x",
-			setup: func(t *testing.T, dir string) { setxattr(t, dir, "user.overlay.opaque", "x") },
+			setup: func(t *testing.T, dir string) { testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "x") },
 			want:  whiteout.DirMarkers{XattrWhiteouts: true},
 		},
 		{
 			name:  "user.overlay.opaque=n is not a marker",
-			setup: func(t *testing.T, dir string) { setxattr(t, dir, "user.overlay.opaque", "n") },
+			setup: func(t *testing.T, dir string) { testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "n") },
 			want:  whiteout.DirMarkers{},
 		},
 		{
 			name:  "an unrelated xattr is not a marker",
-			setup: func(t *testing.T, dir string) { setxattr(t, dir, "user.opaque", "y") },
+			setup: func(t *testing.T, dir string) { testutil.SetxattrNeedRoot(t, dir, "user.opaque", "y") },
 			want:  whiteout.DirMarkers{},
 		},
 		{
 			name:  ".wh..wh..opq",
-			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, whiteout.AufsOpaque), "") },
+			setup: func(t *testing.T, dir string) { testutil.WriteFile(t, filepath.Join(dir, whiteout.AufsOpaque), "") },
 			want:  whiteout.DirMarkers{Opaque: whiteout.OpaqueAufs},
 		},
 		{
 			name:  ".wh..wh..opq as a directory still marks",
-			setup: func(t *testing.T, dir string) { mkdir(t, filepath.Join(dir, whiteout.AufsOpaque)) },
+			setup: func(t *testing.T, dir string) { testutil.Mkdirs(t, filepath.Join(dir, whiteout.AufsOpaque)) },
 			want:  whiteout.DirMarkers{Opaque: whiteout.OpaqueAufs},
 		},
 		{
 			name: "opaque=y in the xattr wins over .wh..wh..opq",
 			setup: func(t *testing.T, dir string) {
-				setxattr(t, dir, "user.overlay.opaque", "y")
-				writeFile(t, filepath.Join(dir, whiteout.AufsOpaque), "")
+				testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "y")
+				testutil.WriteFile(t, filepath.Join(dir, whiteout.AufsOpaque), "")
 			},
 			want: whiteout.DirMarkers{Opaque: whiteout.OpaqueOverlay},
 		},
 		{
 			name: "opaque=x with .wh..wh..opq",
 			setup: func(t *testing.T, dir string) {
-				setxattr(t, dir, "user.overlay.opaque", "x")
-				writeFile(t, filepath.Join(dir, whiteout.AufsOpaque), "")
+				testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "x")
+				testutil.WriteFile(t, filepath.Join(dir, whiteout.AufsOpaque), "")
 			},
 			want: whiteout.DirMarkers{Opaque: whiteout.OpaqueAufs, XattrWhiteouts: true},
 		},
 		{
 			name: "trusted y and user x",
 			setup: func(t *testing.T, dir string) {
-				setxattr(t, dir, "trusted.overlay.opaque", "y")
-				setxattr(t, dir, "user.overlay.opaque", "x")
+				testutil.SetxattrNeedRoot(t, dir, "trusted.overlay.opaque", "y")
+				testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "x")
 			},
 			want: whiteout.DirMarkers{Opaque: whiteout.OpaqueOverlay, XattrWhiteouts: true},
 		},
 		{
 			name:  "a .wh. whiteout is not an opaque marker",
-			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, ".wh.foo"), "") },
+			setup: func(t *testing.T, dir string) { testutil.WriteFile(t, filepath.Join(dir, ".wh.foo"), "") },
 			want:  whiteout.DirMarkers{},
 		},
 	}
@@ -434,25 +381,25 @@ func TestLookupName(t *testing.T) {
 		{
 			name:   "absent",
 			lookup: "x",
-			setup:  func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "other"), "") },
+			setup:  func(t *testing.T, dir string) { testutil.WriteFile(t, filepath.Join(dir, "other"), "") },
 			want:   want{},
 		},
 		{
 			name:   "plain file",
 			lookup: "x",
-			setup:  func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "x"), "data") },
+			setup:  func(t *testing.T, dir string) { testutil.WriteFile(t, filepath.Join(dir, "x"), "data") },
 			want:   want{present: true, typ: unix.S_IFREG},
 		},
 		{
 			name:   "empty plain file",
 			lookup: "x",
-			setup:  func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "x"), "") },
+			setup:  func(t *testing.T, dir string) { testutil.WriteFile(t, filepath.Join(dir, "x"), "") },
 			want:   want{present: true, typ: unix.S_IFREG},
 		},
 		{
 			name:   "directory",
 			lookup: "x",
-			setup:  func(t *testing.T, dir string) { mkdir(t, filepath.Join(dir, "x")) },
+			setup:  func(t *testing.T, dir string) { testutil.Mkdirs(t, filepath.Join(dir, "x")) },
 			want:   want{present: true, typ: unix.S_IFDIR},
 		},
 		{
@@ -493,8 +440,8 @@ func TestLookupName(t *testing.T) {
 			name:   "xattr whiteout file in a dir without opaque=x is a plain file",
 			lookup: "x",
 			setup: func(t *testing.T, dir string) {
-				writeFile(t, filepath.Join(dir, "x"), "")
-				setxattr(t, filepath.Join(dir, "x"), "user.overlay.whiteout", "y")
+				testutil.WriteFile(t, filepath.Join(dir, "x"), "")
+				testutil.SetxattrNeedRoot(t, filepath.Join(dir, "x"), "user.overlay.whiteout", "y")
 			},
 			want: want{present: true, typ: unix.S_IFREG},
 		},
@@ -502,8 +449,8 @@ func TestLookupName(t *testing.T) {
 			name:   "trusted xattr whiteout file in a dir without opaque=x is a plain file",
 			lookup: "x",
 			setup: func(t *testing.T, dir string) {
-				writeFile(t, filepath.Join(dir, "x"), "")
-				setxattr(t, filepath.Join(dir, "x"), "trusted.overlay.whiteout", "y")
+				testutil.WriteFile(t, filepath.Join(dir, "x"), "")
+				testutil.SetxattrNeedRoot(t, filepath.Join(dir, "x"), "trusted.overlay.whiteout", "y")
 			},
 			want: want{present: true, typ: unix.S_IFREG},
 		},
@@ -512,7 +459,7 @@ func TestLookupName(t *testing.T) {
 			lookup: "x",
 			setup: func(t *testing.T, dir string) {
 				xattrWhiteout(t, dir, "x", "user.")
-				writeFile(t, filepath.Join(dir, "x"), "data")
+				testutil.WriteFile(t, filepath.Join(dir, "x"), "data")
 			},
 			want: want{present: true, typ: unix.S_IFREG},
 		},
@@ -521,7 +468,7 @@ func TestLookupName(t *testing.T) {
 			lookup: "y",
 			setup: func(t *testing.T, dir string) {
 				xattrWhiteout(t, dir, "x", "user.")
-				writeFile(t, filepath.Join(dir, "y"), "")
+				testutil.WriteFile(t, filepath.Join(dir, "y"), "")
 			},
 			want: want{present: true, typ: unix.S_IFREG},
 		},
@@ -529,24 +476,24 @@ func TestLookupName(t *testing.T) {
 			name:   "directory with overlay.whiteout in an opaque=x dir is a directory",
 			lookup: "d",
 			setup: func(t *testing.T, dir string) {
-				setxattr(t, dir, "user.overlay.opaque", "x")
-				mkdir(t, filepath.Join(dir, "d"))
-				setxattr(t, filepath.Join(dir, "d"), "user.overlay.whiteout", "y")
+				testutil.SetxattrNeedRoot(t, dir, "user.overlay.opaque", "x")
+				testutil.Mkdirs(t, filepath.Join(dir, "d"))
+				testutil.SetxattrNeedRoot(t, filepath.Join(dir, "d"), "user.overlay.whiteout", "y")
 			},
 			want: want{present: true, typ: unix.S_IFDIR},
 		},
 		{
 			name:   ".wh.name is an aufs whiteout",
 			lookup: "x",
-			setup:  func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, ".wh.x"), "") },
+			setup:  func(t *testing.T, dir string) { testutil.WriteFile(t, filepath.Join(dir, ".wh.x"), "") },
 			want:   want{hides: whiteout.AufsFile},
 		},
 		{
 			name:   "name and .wh.name: deleted then recreated",
 			lookup: "x",
 			setup: func(t *testing.T, dir string) {
-				writeFile(t, filepath.Join(dir, "x"), "new")
-				writeFile(t, filepath.Join(dir, ".wh.x"), "")
+				testutil.WriteFile(t, filepath.Join(dir, "x"), "new")
+				testutil.WriteFile(t, filepath.Join(dir, ".wh.x"), "")
 			},
 			want: want{present: true, typ: unix.S_IFREG, hides: whiteout.AufsFile},
 		},
@@ -554,8 +501,8 @@ func TestLookupName(t *testing.T) {
 			name:   "dir and .wh.dir: deleted then recreated",
 			lookup: "x",
 			setup: func(t *testing.T, dir string) {
-				mkdir(t, filepath.Join(dir, "x"))
-				writeFile(t, filepath.Join(dir, ".wh.x"), "")
+				testutil.Mkdirs(t, filepath.Join(dir, "x"))
+				testutil.WriteFile(t, filepath.Join(dir, ".wh.x"), "")
 			},
 			want: want{present: true, typ: unix.S_IFDIR, hides: whiteout.AufsFile},
 		},
@@ -564,7 +511,7 @@ func TestLookupName(t *testing.T) {
 			lookup: "x",
 			setup: func(t *testing.T, dir string) {
 				charWhiteout(t, filepath.Join(dir, "x"))
-				writeFile(t, filepath.Join(dir, ".wh.x"), "")
+				testutil.WriteFile(t, filepath.Join(dir, ".wh.x"), "")
 			},
 			want: want{hides: whiteout.OverlayChar},
 		},
@@ -572,16 +519,18 @@ func TestLookupName(t *testing.T) {
 			name:   "a .wh. for another name does not hide this one",
 			lookup: "x",
 			setup: func(t *testing.T, dir string) {
-				writeFile(t, filepath.Join(dir, ".wh.xx"), "")
-				writeFile(t, filepath.Join(dir, ".wh.X"), "")
+				testutil.WriteFile(t, filepath.Join(dir, ".wh.xx"), "")
+				testutil.WriteFile(t, filepath.Join(dir, ".wh.X"), "")
 			},
 			want: want{},
 		},
 		{
 			name:   "name of 255 bytes has no room for .wh. and is not an error",
 			lookup: strings.Repeat("n", 255),
-			setup:  func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, strings.Repeat("n", 255)), "") },
-			want:   want{present: true, typ: unix.S_IFREG},
+			setup: func(t *testing.T, dir string) {
+				testutil.WriteFile(t, filepath.Join(dir, strings.Repeat("n", 255)), "")
+			},
+			want: want{present: true, typ: unix.S_IFREG},
 		},
 		{
 			name:   "absent name of 255 bytes",
@@ -621,7 +570,7 @@ func TestLookupName(t *testing.T) {
 
 func TestLookupNameErrors(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "f"), "")
+	testutil.WriteFile(t, filepath.Join(dir, "f"), "")
 	// A descriptor that is not a directory: ENOTDIR, not "absent".
 	fd, err := unix.Open(filepath.Join(dir, "f"), unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -649,22 +598,22 @@ func TestClassify(t *testing.T) {
 		{
 			name: "aufs markers and plain entries",
 			setup: func(t *testing.T, dir string) {
-				writeFile(t, filepath.Join(dir, "file"), "data")
-				writeFile(t, filepath.Join(dir, "empty"), "")
-				mkdir(t, filepath.Join(dir, "dir"))
+				testutil.WriteFile(t, filepath.Join(dir, "file"), "data")
+				testutil.WriteFile(t, filepath.Join(dir, "empty"), "")
+				testutil.Mkdirs(t, filepath.Join(dir, "dir"))
 				if err := os.Symlink("file", filepath.Join(dir, "link")); err != nil {
 					t.Fatal(err)
 				}
 				if err := unix.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
 					t.Fatal(err)
 				}
-				writeFile(t, filepath.Join(dir, ".wh.gone"), "")
-				writeFile(t, filepath.Join(dir, ".wh.dir"), "") // recreated dir
-				writeFile(t, filepath.Join(dir, whiteout.AufsOpaque), "")
-				mkdir(t, filepath.Join(dir, ".wh..wh.plnk"))
-				writeFile(t, filepath.Join(dir, ".wh..wh.aufs"), "")
-				writeFile(t, filepath.Join(dir, ".wh."), "")
-				writeFile(t, filepath.Join(dir, ".hidden"), "") // a dotfile is a plain name
+				testutil.WriteFile(t, filepath.Join(dir, ".wh.gone"), "")
+				testutil.WriteFile(t, filepath.Join(dir, ".wh.dir"), "") // recreated dir
+				testutil.WriteFile(t, filepath.Join(dir, whiteout.AufsOpaque), "")
+				testutil.Mkdirs(t, filepath.Join(dir, ".wh..wh.plnk"))
+				testutil.WriteFile(t, filepath.Join(dir, ".wh..wh.aufs"), "")
+				testutil.WriteFile(t, filepath.Join(dir, ".wh."), "")
+				testutil.WriteFile(t, filepath.Join(dir, ".hidden"), "") // a dotfile is a plain name
 			},
 			wantNames: []entry{
 				{".hidden", unix.DT_REG}, {"dir", unix.DT_DIR}, {"empty", unix.DT_REG},
@@ -676,13 +625,13 @@ func TestClassify(t *testing.T) {
 			name:    "aufs markers, DT_UNKNOWN entries are stat'ed",
 			unknown: true,
 			setup: func(t *testing.T, dir string) {
-				writeFile(t, filepath.Join(dir, "file"), "data")
-				mkdir(t, filepath.Join(dir, "dir"))
+				testutil.WriteFile(t, filepath.Join(dir, "file"), "data")
+				testutil.Mkdirs(t, filepath.Join(dir, "dir"))
 				if err := os.Symlink("file", filepath.Join(dir, "link")); err != nil {
 					t.Fatal(err)
 				}
-				writeFile(t, filepath.Join(dir, ".wh.gone"), "")
-				writeFile(t, filepath.Join(dir, whiteout.AufsOpaque), "")
+				testutil.WriteFile(t, filepath.Join(dir, ".wh.gone"), "")
+				testutil.WriteFile(t, filepath.Join(dir, whiteout.AufsOpaque), "")
 			},
 			wantNames:  []entry{{"dir", unix.DT_DIR}, {"file", unix.DT_REG}, {"link", unix.DT_LNK}},
 			wantHidden: map[string]whiteout.Kind{"gone": whiteout.AufsFile},
@@ -691,10 +640,10 @@ func TestClassify(t *testing.T) {
 			name: "xattr whiteouts in an opaque=x dir",
 			setup: func(t *testing.T, dir string) {
 				xattrWhiteout(t, dir, "xwh", "user.")
-				writeFile(t, filepath.Join(dir, "empty"), "")
-				writeFile(t, filepath.Join(dir, "full"), "data")
-				setxattr(t, filepath.Join(dir, "full"), "user.overlay.whiteout", "y")
-				mkdir(t, filepath.Join(dir, "dir"))
+				testutil.WriteFile(t, filepath.Join(dir, "empty"), "")
+				testutil.WriteFile(t, filepath.Join(dir, "full"), "data")
+				testutil.SetxattrNeedRoot(t, filepath.Join(dir, "full"), "user.overlay.whiteout", "y")
+				testutil.Mkdirs(t, filepath.Join(dir, "dir"))
 			},
 			wantNames: []entry{{"dir", unix.DT_DIR}, {"empty", unix.DT_REG}, {"full", unix.DT_REG}},
 			wantHidden: map[string]whiteout.Kind{
@@ -704,8 +653,8 @@ func TestClassify(t *testing.T) {
 		{
 			name: "xattr whiteout file without opaque=x is listed",
 			setup: func(t *testing.T, dir string) {
-				writeFile(t, filepath.Join(dir, "xwh"), "")
-				setxattr(t, filepath.Join(dir, "xwh"), "user.overlay.whiteout", "y")
+				testutil.WriteFile(t, filepath.Join(dir, "xwh"), "")
+				testutil.SetxattrNeedRoot(t, filepath.Join(dir, "xwh"), "user.overlay.whiteout", "y")
 			},
 			wantNames:  []entry{{"xwh", unix.DT_REG}},
 			wantHidden: map[string]whiteout.Kind{},
@@ -714,13 +663,13 @@ func TestClassify(t *testing.T) {
 			name: "mixed: char whiteouts, devices, trusted xattr whiteouts, aufs",
 			root: true,
 			setup: func(t *testing.T, dir string) {
-				writeFile(t, filepath.Join(dir, "file"), "data")
-				mkdir(t, filepath.Join(dir, "dir"))
+				testutil.WriteFile(t, filepath.Join(dir, "file"), "data")
+				testutil.Mkdirs(t, filepath.Join(dir, "dir"))
 				charWhiteout(t, filepath.Join(dir, "cwh"))
 				devNull(t, filepath.Join(dir, "null"))
 				xattrWhiteout(t, dir, "xwh", "trusted.")
-				writeFile(t, filepath.Join(dir, ".wh.awh"), "")
-				writeFile(t, filepath.Join(dir, whiteout.AufsOpaque), "")
+				testutil.WriteFile(t, filepath.Join(dir, ".wh.awh"), "")
+				testutil.WriteFile(t, filepath.Join(dir, whiteout.AufsOpaque), "")
 			},
 			wantNames: []entry{{"dir", unix.DT_DIR}, {"file", unix.DT_REG}, {"null", unix.DT_CHR}},
 			wantHidden: map[string]whiteout.Kind{
@@ -732,7 +681,7 @@ func TestClassify(t *testing.T) {
 			root:    true,
 			unknown: true,
 			setup: func(t *testing.T, dir string) {
-				writeFile(t, filepath.Join(dir, "file"), "")
+				testutil.WriteFile(t, filepath.Join(dir, "file"), "")
 				charWhiteout(t, filepath.Join(dir, "cwh"))
 				devNull(t, filepath.Join(dir, "null"))
 			},
@@ -743,11 +692,11 @@ func TestClassify(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.root {
-				needRoot(t, "char devices and trusted xattrs")
+				testutil.NeedRoot(t, "char devices and trusted xattrs")
 			}
 			dir := t.TempDir()
 			tc.setup(t, dir)
-			root := openDir(t, dir)
+			root := testutil.OpenDir(t, dir)
 			raw, err := sys.ReadDir(root, ".")
 			if err != nil {
 				t.Fatal(err)
@@ -795,9 +744,9 @@ func TestClassifyVanishedEntry(t *testing.T) {
 	// An entry listed by getdents but gone by the time it is stat'ed is
 	// skipped, not an error.
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "here"), "")
+	testutil.WriteFile(t, filepath.Join(dir, "here"), "")
 	raw := []sys.DirEntry{{Name: "gone", Type: unix.DT_UNKNOWN}, {Name: "here", Type: unix.DT_UNKNOWN}}
-	names, hidden, err := whiteout.Classify(openDir(t, dir), raw, whiteout.DirMarkers{})
+	names, hidden, err := whiteout.Classify(testutil.OpenDir(t, dir), raw, whiteout.DirMarkers{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -824,10 +773,10 @@ func TestWriterWhiteout(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.root {
-				needRoot(t, "mknod of a char device 0/0")
+				testutil.NeedRoot(t, "mknod of a char device 0/0")
 			}
 			dir := t.TempDir()
-			fd := openDir(t, dir)
+			fd := testutil.OpenDir(t, dir)
 			if err := tc.w.Whiteout(fd, "gone"); err != nil {
 				t.Fatalf("Whiteout: %v", err)
 			}
@@ -859,7 +808,7 @@ func TestWriterWhiteout(t *testing.T) {
 			}
 
 			// Over an existing object.
-			writeFile(t, filepath.Join(dir, "kept"), "data")
+			testutil.WriteFile(t, filepath.Join(dir, "kept"), "data")
 			err = tc.w.Whiteout(fd, "kept")
 			if tc.existingErr {
 				if !errors.Is(err, unix.EEXIST) {
@@ -891,7 +840,7 @@ func TestWriterWhiteout(t *testing.T) {
 
 func TestWriterWhiteoutErrors(t *testing.T) {
 	dir := t.TempDir()
-	fd := openDir(t, dir)
+	fd := testutil.OpenDir(t, dir)
 	w := whiteout.Writer{Format: whiteout.Format(9)}
 	if err := w.Whiteout(fd, "x"); err == nil || !strings.Contains(err.Error(), "unknown format") {
 		t.Errorf("unknown format: Whiteout err = %v", err)
@@ -927,14 +876,14 @@ func TestWriterMakeOpaque(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.root {
-				needRoot(t, "trusted.* xattrs")
+				testutil.NeedRoot(t, "trusted.* xattrs")
 			}
 			dir := t.TempDir()
-			writeFile(t, filepath.Join(dir, "kept"), "")
+			testutil.WriteFile(t, filepath.Join(dir, "kept"), "")
 			if got := markers(t, dir); got.Opaque != whiteout.NoMarker {
 				t.Fatalf("fresh dir reads as opaque: %+v", got)
 			}
-			fd := openDir(t, dir)
+			fd := testutil.OpenDir(t, dir)
 			for i := range 2 { // idempotent
 				if err := tc.w.MakeOpaque(fd); err != nil {
 					t.Fatalf("MakeOpaque #%d: %v", i+1, err)

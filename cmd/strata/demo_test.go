@@ -1,35 +1,17 @@
 package main
 
 import (
-	"os"
 	"strings"
 	"testing"
-)
 
-// needMount skips without root and /dev/fuse (the demo mounts), or fails
-// when CI=true, where every test must run.
-func needMount(t *testing.T) {
-	t.Helper()
-	reason := ""
-	if os.Geteuid() != 0 {
-		reason = "the demo mounts with FUSE: needs root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		reason = "the demo mounts with FUSE: " + err.Error()
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(reason + " (CI=true: must run)")
-	}
-	t.Skip(reason)
-}
+	"github.com/strata-fs/strata/internal/testutil"
+)
 
 // TestDemoExplain runs the demo's session with --explain: after each step
 // it shows the upper's changes and the explanation of the touched paths,
 // without colour unless asked.
 func TestDemoExplain(t *testing.T) {
-	needMount(t)
+	testutil.NeedFUSE(t)
 	for _, color := range []bool{false, true} {
 		var out strings.Builder
 		if err := runDemo(&out, t.TempDir(), demoOptions{explain: true, style: style{color: color}}); err != nil {

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/drivers/archive"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -21,7 +22,7 @@ func newLayer(t *testing.T) string {
 	t.Helper()
 	root := t.TempDir()
 	d := filepath.Join(root, "layer")
-	mkdir(t, d)
+	testutil.Mkdirs(t, d)
 	return d
 }
 
@@ -38,7 +39,7 @@ func apply(t *testing.T, dir string, b []byte, opts archive.ApplyOptions) int64 
 }
 
 func TestApplyEveryType(t *testing.T) {
-	needRoot(t, "chown, mknod of a device, trusted. xattrs")
+	testutil.NeedRoot(t, "chown, mknod of a device, trusted. xattrs")
 	d := newLayer(t)
 	owned := file("etc/owned", "secret")
 	owned.hdr.Uid, owned.hdr.Gid, owned.hdr.Mode = 1234, 5678, 0o4750
@@ -79,10 +80,10 @@ func TestApplyEveryType(t *testing.T) {
 	if target, _ := os.Readlink(filepath.Join(d, "etc/abs")); target != "/nowhere/at/all" {
 		t.Errorf("symlink target = %q", target)
 	}
-	if v, _ := getXattr(filepath.Join(d, "etc/motd"), "user.note"); v != "n" {
+	if v, _ := testutil.Getxattr(filepath.Join(d, "etc/motd"), "user.note"); v != "n" {
 		t.Errorf("user.note = %q", v)
 	}
-	if v, _ := getXattr(filepath.Join(d, "etc/motd"), "trusted.sec"); v != "t" {
+	if v, _ := testutil.Getxattr(filepath.Join(d, "etc/motd"), "trusted.sec"); v != "t" {
 		t.Errorf("trusted.sec = %q", v)
 	}
 	if b, _ := os.ReadFile(filepath.Join(d, "etc/motd.link")); string(b) != "hello" {
@@ -94,7 +95,7 @@ func TestApplyEveryType(t *testing.T) {
 // the chosen format, or deletions with Flatten; they hide lower layers
 // only, never the same tar's objects, whatever the order.
 func TestApplyWhiteouts(t *testing.T) {
-	needRoot(t, "overlay char 0/0 whiteouts and trusted.overlay.opaque")
+	testutil.NeedRoot(t, "overlay char 0/0 whiteouts and trusted.overlay.opaque")
 	tb := mkTar(t,
 		dir("a/"),
 		file("a/.wh.gone", ""),
@@ -114,12 +115,12 @@ func TestApplyWhiteouts(t *testing.T) {
 		d := newLayer(t)
 		apply(t, d, tb, archive.ApplyOptions{Format: whiteout.Overlay})
 		for _, p := range []string{"a/gone", "topgone"} {
-			if !isCharWhiteout(filepath.Join(d, p)) {
+			if !testutil.IsCharWhiteout(filepath.Join(d, p)) {
 				t.Errorf("%s: want a char 0/0 whiteout", p)
 			}
 		}
 		for _, p := range []string{"b", "again"} {
-			if v, _ := getXattr(filepath.Join(d, p), "trusted.overlay.opaque"); v != "y" {
+			if v, _ := testutil.Getxattr(filepath.Join(d, p), "trusted.overlay.opaque"); v != "y" {
 				t.Errorf("%s: trusted.overlay.opaque = %q, want y", p, v)
 			}
 		}
@@ -145,18 +146,18 @@ func TestApplyWhiteouts(t *testing.T) {
 				t.Errorf("%s: must not exist (the same layer's object took the name)", p)
 			}
 		}
-		if _, ok := getXattr(filepath.Join(d, "b"), "trusted.overlay.opaque"); ok {
+		if _, err := testutil.Getxattr(filepath.Join(d, "b"), "trusted.overlay.opaque"); err == nil {
 			t.Errorf("aufs format wrote an overlay opaque xattr")
 		}
 	})
 	t.Run("flatten", func(t *testing.T) {
 		d := newLayer(t)
 		// A full copy of the parent.
-		writeFile(t, filepath.Join(d, "a/gone"), "old")
-		writeFile(t, filepath.Join(d, "a/kept"), "old")
-		writeFile(t, filepath.Join(d, "topgone/deep/x"), "old")
-		writeFile(t, filepath.Join(d, "b/old"), "old")
-		writeFile(t, filepath.Join(d, "again/old"), "old")
+		testutil.WriteFile(t, filepath.Join(d, "a/gone"), "old")
+		testutil.WriteFile(t, filepath.Join(d, "a/kept"), "old")
+		testutil.WriteFile(t, filepath.Join(d, "topgone/deep/x"), "old")
+		testutil.WriteFile(t, filepath.Join(d, "b/old"), "old")
+		testutil.WriteFile(t, filepath.Join(d, "again/old"), "old")
 		apply(t, d, tb, archive.ApplyOptions{Flatten: true})
 		for _, p := range []string{"a/gone", "topgone", "b/old", "again/old"} {
 			if exists(filepath.Join(d, p)) {
@@ -186,8 +187,8 @@ func TestApplyOpaqueOrder(t *testing.T) {
 			entries = append([]ent{entries[0], opq}, entries[1:]...)
 		}
 		d := newLayer(t)
-		writeFile(t, filepath.Join(d, "a/b/c/bar"), "lower")
-		writeFile(t, filepath.Join(d, "a/other"), "lower")
+		testutil.WriteFile(t, filepath.Join(d, "a/b/c/bar"), "lower")
+		testutil.WriteFile(t, filepath.Join(d, "a/other"), "lower")
 		apply(t, d, mkTar(t, entries...), archive.ApplyOptions{Flatten: true})
 		if exists(filepath.Join(d, "a/b/c/bar")) || exists(filepath.Join(d, "a/other")) {
 			t.Errorf("opaque last=%v: lower content survived:\n%s", last, fingerprint(t, d))
@@ -202,10 +203,10 @@ func TestApplyOpaqueOrder(t *testing.T) {
 // entry's attributes; anything else replaces.
 func TestApplyReplace(t *testing.T) {
 	d := newLayer(t)
-	writeFile(t, filepath.Join(d, "dir/keep"), "k")
-	setXattr(t, filepath.Join(d, "dir"), "user.old", "o")
-	writeFile(t, filepath.Join(d, "file-to-dir"), "f")
-	writeFile(t, filepath.Join(d, "dir-to-file/x"), "x")
+	testutil.WriteFile(t, filepath.Join(d, "dir/keep"), "k")
+	testutil.Setxattr(t, filepath.Join(d, "dir"), "user.old", "o")
+	testutil.WriteFile(t, filepath.Join(d, "file-to-dir"), "f")
+	testutil.WriteFile(t, filepath.Join(d, "dir-to-file/x"), "x")
 	if err := os.Symlink("/", filepath.Join(d, "link-to-dir")); err != nil {
 		t.Fatal(err)
 	}
@@ -224,10 +225,10 @@ func TestApplyReplace(t *testing.T) {
 	if !exists(filepath.Join(d, "dir/keep")) {
 		t.Errorf("dir over dir must merge")
 	}
-	if _, ok := getXattr(filepath.Join(d, "dir"), "user.old"); ok {
+	if _, err := testutil.Getxattr(filepath.Join(d, "dir"), "user.old"); err == nil {
 		t.Errorf("dir over dir must replace xattrs: user.old is still there")
 	}
-	if v, _ := getXattr(filepath.Join(d, "dir"), "user.new"); v != "n" {
+	if v, _ := testutil.Getxattr(filepath.Join(d, "dir"), "user.new"); v != "n" {
 		t.Errorf("user.new = %q", v)
 	}
 	for _, p := range []string{"file-to-dir/in", "link-to-dir/in"} {
@@ -295,7 +296,7 @@ func TestApplyNeedsDir(t *testing.T) {
 			t.Errorf("Apply(%s) succeeded", d)
 		}
 	}
-	writeFile(t, filepath.Join(root, "file"), "")
+	testutil.WriteFile(t, filepath.Join(root, "file"), "")
 	_, err := archive.Apply(filepath.Join(root, "file"), bytes.NewReader(mkTar(t)), archive.ApplyOptions{})
 	if err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Errorf("Apply on a file: %v", err)
@@ -310,15 +311,15 @@ func TestApplyOverLayerContent(t *testing.T) {
 	for _, format := range []whiteout.Format{whiteout.Overlay, whiteout.Aufs} {
 		t.Run(format.String(), func(t *testing.T) {
 			if format == whiteout.Overlay {
-				needRoot(t, "trusted.overlay.opaque")
+				testutil.NeedRoot(t, "trusted.overlay.opaque")
 			}
 			d := newLayer(t)
-			writeFile(t, filepath.Join(d, "x"), "old")
-			writeFile(t, filepath.Join(d, "sub/y"), "old")
+			testutil.WriteFile(t, filepath.Join(d, "x"), "old")
+			testutil.WriteFile(t, filepath.Join(d, "sub/y"), "old")
 			apply(t, d, mkTar(t, file(".wh.x", "")), archive.ApplyOptions{Format: format})
 			switch format {
 			case whiteout.Overlay:
-				if !isCharWhiteout(filepath.Join(d, "x")) {
+				if !testutil.IsCharWhiteout(filepath.Join(d, "x")) {
 					t.Errorf("x: want a char 0/0 whiteout in its place")
 				}
 			case whiteout.Aufs:

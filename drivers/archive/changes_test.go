@@ -12,6 +12,7 @@ import (
 
 	"github.com/strata-fs/strata/branches"
 	"github.com/strata-fs/strata/drivers/archive"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -63,20 +64,20 @@ func TestChangesMapFS(t *testing.T) {
 	}
 	d := newLayer(t)
 	j := func(p string) string { return filepath.Join(d, p) }
-	writeFile(t, j("a/new"), "n")
-	writeFile(t, j("a/.wh.x"), "")
-	writeFile(t, j("b/.wh..wh..opq"), "")
-	writeFile(t, j("b/w"), "w")
-	writeFile(t, j(".wh.gone"), "")
-	writeFile(t, j(".wh.never-existed"), "")
-	writeFile(t, j("mod"), "new")
-	mkdir(t, j("perm"))
+	testutil.WriteFile(t, j("a/new"), "n")
+	testutil.WriteFile(t, j("a/.wh.x"), "")
+	testutil.WriteFile(t, j("b/.wh..wh..opq"), "")
+	testutil.WriteFile(t, j("b/w"), "w")
+	testutil.WriteFile(t, j(".wh.gone"), "")
+	testutil.WriteFile(t, j(".wh.never-existed"), "")
+	testutil.WriteFile(t, j("mod"), "new")
+	testutil.Mkdirs(t, j("perm"))
 	if err := os.Chmod(j("perm"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, j("newdir/f"), "f")
-	writeFile(t, j("file/now-a-dir"), "d") // was a file in the parent
-	mkdir(t, j("untouched"))
+	testutil.WriteFile(t, j("newdir/f"), "f")
+	testutil.WriteFile(t, j("file/now-a-dir"), "d") // was a file in the parent
+	testutil.Mkdirs(t, j("untouched"))
 	got, err := archive.Changes(d, parent)
 	if err != nil {
 		t.Fatal(err)
@@ -146,35 +147,35 @@ func openStack(t *testing.T, lowers ...string) *branches.Stack {
 // ChangesTrees of the flattened trees, list the same changes; Diff's tar
 // (with a renamed directory in it) flattened reproduces the union.
 func TestChangesAgree(t *testing.T) {
-	needRoot(t, "overlay whiteouts and trusted.overlay xattrs")
+	testutil.NeedRoot(t, "overlay whiteouts and trusted.overlay xattrs")
 	// Base layer and a second layer, both as layer dirs.
 	base := newLayer(t)
 	for p, body := range map[string]string{
 		"etc/conf": "c", "etc/old": "o", "usr/lib/a": "a", "usr/lib/sub/b": "b",
 		"var/log/l": "l", "srv/x": "x", "tmp/t": "t",
 	} {
-		writeFile(t, filepath.Join(base, p), body)
+		testutil.WriteFile(t, filepath.Join(base, p), body)
 	}
 	second := newLayer(t)
-	writeFile(t, filepath.Join(second, "etc/conf"), "c2")
-	mknodWhiteout(t, filepath.Join(second, "tmp"))
+	testutil.WriteFile(t, filepath.Join(second, "etc/conf"), "c2")
+	testutil.MknodWhiteout(t, filepath.Join(second, "tmp"), 0)
 	// The top layer: kernel overlay's own form of "mv usr/lib usr/lib64;
 	// rm usr/lib64/a; echo > usr/lib64/new; rm -r var; mkdir var; touch
 	// var/fresh; rm etc/old; echo > etc/add; mkdir tmp".
 	top := newLayer(t)
 	j := func(p string) string { return filepath.Join(top, p) }
-	mkdir(t, j("usr"))
-	mknodWhiteout(t, j("usr/lib"))
-	mkdir(t, j("usr/lib64"))
-	setXattr(t, j("usr/lib64"), "trusted.overlay.redirect", "/usr/lib")
-	mknodWhiteout(t, j("usr/lib64/a"))
-	writeFile(t, j("usr/lib64/new"), "n")
-	writeFile(t, j("var/fresh"), "f")
-	setXattr(t, j("var"), "trusted.overlay.opaque", "y")
-	mkdir(t, j("etc"))
-	mknodWhiteout(t, j("etc/old"))
-	writeFile(t, j("etc/add"), "+")
-	mkdir(t, j("tmp"))
+	testutil.Mkdirs(t, j("usr"))
+	testutil.MknodWhiteout(t, j("usr/lib"), 0)
+	testutil.Mkdirs(t, j("usr/lib64"))
+	testutil.Setxattr(t, j("usr/lib64"), "trusted.overlay.redirect", "/usr/lib")
+	testutil.MknodWhiteout(t, j("usr/lib64/a"), 0)
+	testutil.WriteFile(t, j("usr/lib64/new"), "n")
+	testutil.WriteFile(t, j("var/fresh"), "f")
+	testutil.Setxattr(t, j("var"), "trusted.overlay.opaque", "y")
+	testutil.Mkdirs(t, j("etc"))
+	testutil.MknodWhiteout(t, j("etc/old"), 0)
+	testutil.WriteFile(t, j("etc/add"), "+")
+	testutil.Mkdirs(t, j("tmp"))
 
 	parentView := openStack(t, second, base).FS()
 	parentTree := flatten(t, copyTree(t, t.TempDir()), base, nil)
@@ -220,16 +221,16 @@ func TestChangesAgree(t *testing.T) {
 
 // TestDiffRedirectTar: the exact OCI form of a renamed directory.
 func TestDiffRedirectTar(t *testing.T) {
-	needRoot(t, "overlay whiteouts and trusted.overlay xattrs")
+	testutil.NeedRoot(t, "overlay whiteouts and trusted.overlay xattrs")
 	lower := newLayer(t)
-	writeFile(t, filepath.Join(lower, "old/a"), "a")
-	writeFile(t, filepath.Join(lower, "old/sub/b"), "b")
+	testutil.WriteFile(t, filepath.Join(lower, "old/a"), "a")
+	testutil.WriteFile(t, filepath.Join(lower, "old/sub/b"), "b")
 	top := newLayer(t)
-	mknodWhiteout(t, filepath.Join(top, "old"))
-	mkdir(t, filepath.Join(top, "new"))
-	setXattr(t, filepath.Join(top, "new"), "trusted.overlay.redirect", "old")
-	writeFile(t, filepath.Join(top, "new/c"), "c")
-	mknodWhiteout(t, filepath.Join(top, "new/a"))
+	testutil.MknodWhiteout(t, filepath.Join(top, "old"), 0)
+	testutil.Mkdirs(t, filepath.Join(top, "new"))
+	testutil.Setxattr(t, filepath.Join(top, "new"), "trusted.overlay.redirect", "old")
+	testutil.WriteFile(t, filepath.Join(top, "new/c"), "c")
+	testutil.MknodWhiteout(t, filepath.Join(top, "new/a"), 0)
 	got := tarNames(t, diff(t, top, archive.DiffOptions{Parent: os.DirFS(lower)}))
 	want := []string{".wh.old", "new/", "new/.wh..wh..opq", "new/c", "new/sub/", "new/sub/b"}
 	if !slices.Equal(got, want) {
@@ -245,23 +246,23 @@ func TestChangesTreesDiffTrees(t *testing.T) {
 		"same": "s", "content": "old", "mode": "m", "gone": "g", "gonedir/x": "x",
 		"file2dir": "f", "dir2file/y": "y", "deep/a/b/c": "c", "xattr": "x", "link.src": "l",
 	} {
-		writeFile(t, j(parent, p), body)
+		testutil.WriteFile(t, j(parent, p), body)
 	}
 	if err := os.Symlink("same", j(parent, "sym")); err != nil {
 		t.Fatal(err)
 	}
 	child := copyTree(t, parent)
-	writeFile(t, j(child, "content"), "new content")
+	testutil.WriteFile(t, j(child, "content"), "new content")
 	os.Chmod(j(child, "mode"), 0o600)
 	os.Remove(j(child, "gone"))
 	os.RemoveAll(j(child, "gonedir"))
 	os.Remove(j(child, "file2dir"))
-	writeFile(t, j(child, "file2dir/in"), "i")
+	testutil.WriteFile(t, j(child, "file2dir/in"), "i")
 	os.RemoveAll(j(child, "dir2file"))
-	writeFile(t, j(child, "dir2file"), "now a file")
-	writeFile(t, j(child, "deep/a/b/new"), "n")
-	writeFile(t, j(child, "added/dir/f"), "f")
-	setXattr(t, j(child, "xattr"), "user.k", "v")
+	testutil.WriteFile(t, j(child, "dir2file"), "now a file")
+	testutil.WriteFile(t, j(child, "deep/a/b/new"), "n")
+	testutil.WriteFile(t, j(child, "added/dir/f"), "f")
+	testutil.Setxattr(t, j(child, "xattr"), "user.k", "v")
 	os.Remove(j(child, "sym"))
 	if err := os.Symlink("mode", j(child, "sym")); err != nil {
 		t.Fatal(err)
@@ -306,7 +307,7 @@ func TestChangesTreesDiffTrees(t *testing.T) {
 		t.Errorf("child vs parent+DiffTrees: %v, %v", changeLines(left), err)
 	}
 	// A full tree holding a .wh. name cannot become a layer.
-	writeFile(t, j(child, ".wh.trap"), "")
+	testutil.WriteFile(t, j(child, ".wh.trap"), "")
 	if err := archive.DiffTrees(&bytes.Buffer{}, parent, child, archive.DiffOptions{}); err == nil || !strings.Contains(err.Error(), ".wh.trap") {
 		t.Errorf("DiffTrees with a .wh. name: %v", err)
 	}
@@ -316,10 +317,10 @@ func TestChangesTreesDiffTrees(t *testing.T) {
 // form and flat gives the same merged view (the union of the overlay form
 // read through branches).
 func TestApplyFlatMatchesUnion(t *testing.T) {
-	needRoot(t, "overlay whiteouts")
+	testutil.NeedRoot(t, "overlay whiteouts")
 	base := newLayer(t)
 	for p, body := range map[string]string{"a/x": "x", "a/y": "y", "b/z": "z", "c": "c"} {
-		writeFile(t, filepath.Join(base, p), body)
+		testutil.WriteFile(t, filepath.Join(base, p), body)
 	}
 	tb := mkTar(t, dir("a/"), file("a/.wh.x", ""), file("a/new", "n"), file(".wh.c", ""),
 		dir("b/"), file("b/.wh..wh..opq", ""), file("b/w", "w"))

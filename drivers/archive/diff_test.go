@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/drivers/archive"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -28,14 +29,14 @@ func setTimes(t *testing.T, p string, mtime time.Time) {
 // every marker dialect strata reads, plus bookkeeping Diff must skip.
 func everyTypeLayer(t *testing.T) string {
 	t.Helper()
-	needRoot(t, "char 0/0 whiteouts, a device node, trusted. xattrs, chown")
+	testutil.NeedRoot(t, "char 0/0 whiteouts, a device node, trusted. xattrs, chown")
 	d := filepath.Join(t.TempDir(), "layer")
 	j := func(p string) string { return filepath.Join(d, p) }
-	writeFile(t, j("bin/tool"), "#!/bin/true\n")
-	setXattr(t, j("bin/tool"), "user.x", "1")
-	setXattr(t, j("bin/tool"), "trusted.t", "2")
-	setXattr(t, j("bin/tool"), "trusted.overlay.origin", "skip me")
-	setXattr(t, j("bin/tool"), "user.strata.ino", "skip me too")
+	testutil.WriteFile(t, j("bin/tool"), "#!/bin/true\n")
+	testutil.Setxattr(t, j("bin/tool"), "user.x", "1")
+	testutil.Setxattr(t, j("bin/tool"), "trusted.t", "2")
+	testutil.Setxattr(t, j("bin/tool"), "trusted.overlay.origin", "skip me")
+	testutil.Setxattr(t, j("bin/tool"), "user.strata.ino", "skip me too")
 	if err := unix.Chmod(j("bin/tool"), 0o4755); err != nil {
 		t.Fatal(err)
 	}
@@ -45,19 +46,19 @@ func everyTypeLayer(t *testing.T) string {
 	if err := os.Symlink("tool", j("bin/sh")); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, j("home/owned"), "mine")
+	testutil.WriteFile(t, j("home/owned"), "mine")
 	if err := os.Lchown(j("home/owned"), 1000, 1001); err != nil {
 		t.Fatal(err)
 	}
-	setXattr(t, j("home"), "user.dir", "d")
-	mkdir(t, j("dev"))
+	testutil.Setxattr(t, j("home"), "user.dir", "d")
+	testutil.Mkdirs(t, j("dev"))
 	if err := unix.Mknod(j("dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
 		t.Fatal(err)
 	}
 	if err := unix.Chmod(j("dev/null"), 0o666); err != nil {
 		t.Fatal(err)
 	}
-	mkdir(t, j("run"))
+	testutil.Mkdirs(t, j("run"))
 	if err := unix.Mkfifo(j("run/fifo"), 0o640); err != nil {
 		t.Fatal(err)
 	}
@@ -65,27 +66,27 @@ func everyTypeLayer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	// Whiteouts in three dialects.
-	writeFile(t, j("etc/keep"), "k")
-	mknodWhiteout(t, j("etc/gone"))
-	writeFile(t, j("etc/.wh.old"), "")
-	writeFile(t, j("x/real"), "r")
-	writeFile(t, j("x/xw"), "")
-	setXattr(t, j("x/xw"), "trusted.overlay.whiteout", "")
-	setXattr(t, j("x"), "trusted.overlay.opaque", "x")
+	testutil.WriteFile(t, j("etc/keep"), "k")
+	testutil.MknodWhiteout(t, j("etc/gone"), 0)
+	testutil.WriteFile(t, j("etc/.wh.old"), "")
+	testutil.WriteFile(t, j("x/real"), "r")
+	testutil.WriteFile(t, j("x/xw"), "")
+	testutil.Setxattr(t, j("x/xw"), "trusted.overlay.whiteout", "")
+	testutil.Setxattr(t, j("x"), "trusted.overlay.opaque", "x")
 	// Opaque dirs in two dialects.
-	writeFile(t, j("opq1/f"), "f")
-	setXattr(t, j("opq1"), "trusted.overlay.opaque", "y")
-	writeFile(t, j("opq2/g"), "g")
-	writeFile(t, j("opq2/.wh..wh..opq"), "")
+	testutil.WriteFile(t, j("opq1/f"), "f")
+	testutil.Setxattr(t, j("opq1"), "trusted.overlay.opaque", "y")
+	testutil.WriteFile(t, j("opq2/g"), "g")
+	testutil.WriteFile(t, j("opq2/.wh..wh..opq"), "")
 	// aufs "deleted, then made again in the same layer".
-	writeFile(t, j("both"), "b")
-	writeFile(t, j(".wh.both"), "")
-	writeFile(t, j("bothdir/in"), "i")
-	writeFile(t, j(".wh.bothdir"), "")
+	testutil.WriteFile(t, j("both"), "b")
+	testutil.WriteFile(t, j(".wh.both"), "")
+	testutil.WriteFile(t, j("bothdir/in"), "i")
+	testutil.WriteFile(t, j(".wh.bothdir"), "")
 	// Bookkeeping that is never layer content.
-	writeFile(t, j(".wh..wh.aufs"), "")
-	writeFile(t, j(".wh..wh.plnk/1.2"), "plnk")
-	writeFile(t, j(".wh..wh.strata/tmp.1.1"), "scratch")
+	testutil.WriteFile(t, j(".wh..wh.aufs"), "")
+	testutil.WriteFile(t, j(".wh..wh.plnk/1.2"), "plnk")
+	testutil.WriteFile(t, j(".wh..wh.strata/tmp.1.1"), "scratch")
 	// Times last, directories after their content.
 	stamp := time.Unix(1650000000, 987654321)
 	var dirs []string
@@ -181,13 +182,13 @@ func TestRoundTrip(t *testing.T) {
 
 func TestSize(t *testing.T) {
 	d := newLayer(t)
-	writeFile(t, filepath.Join(d, "a"), "12345")
+	testutil.WriteFile(t, filepath.Join(d, "a"), "12345")
 	if err := os.Link(filepath.Join(d, "a"), filepath.Join(d, "b")); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(d, "sub/c"), "123")
-	writeFile(t, filepath.Join(d, ".wh..wh.strata/tmp"), "scratch, not layer content")
-	writeFile(t, filepath.Join(d, "sub/.wh.x"), "")
+	testutil.WriteFile(t, filepath.Join(d, "sub/c"), "123")
+	testutil.WriteFile(t, filepath.Join(d, ".wh..wh.strata/tmp"), "scratch, not layer content")
+	testutil.WriteFile(t, filepath.Join(d, "sub/.wh.x"), "")
 	if err := os.Symlink("a-long-target-that-is-not-counted", filepath.Join(d, "l")); err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func TestSize(t *testing.T) {
 
 func TestDiffProgress(t *testing.T) {
 	d := newLayer(t)
-	writeFile(t, filepath.Join(d, "big"), strings.Repeat("x", 200000))
+	testutil.WriteFile(t, filepath.Join(d, "big"), strings.Repeat("x", 200000))
 	var last int64
 	var buf bytes.Buffer
 	if err := archive.Diff(&buf, d, archive.DiffOptions{Progress: func(n int64) { last = n }}); err != nil {

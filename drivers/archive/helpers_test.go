@@ -3,7 +3,6 @@ package archive_test
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -13,21 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/strata-fs/strata/internal/testutil"
 )
-
-// needRoot skips a test that needs root (mknod, chown, trusted. xattrs),
-// except under CI=true, where it fails instead.
-func needRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs root (%s), and CI=true forbids skipping", why)
-	}
-	t.Skipf("needs root: %s", why)
-}
 
 // ent is one entry of a tar built in a test.
 type ent struct {
@@ -144,120 +130,14 @@ func tarNames(t *testing.T, b []byte) []string {
 }
 
 // fingerprint describes a tree completely, markers and every xattr
-// included: one line per object with type, mode, owner, size, mtime,
-// device, symlink target, content hash, xattrs, and which hard-link group
-// it belongs to. Two trees with equal fingerprints are the same to any
-// reader of layers.
+// included: one line per object with type, mode, owner, mtime (but the
+// root's), device, symlink target, content hash, xattrs, and which
+// hard-link group it belongs to. Two trees with equal fingerprints are
+// the same to any reader of layers.
 func fingerprint(t *testing.T, root string) string {
 	t.Helper()
-	var lines []string
-	groups := map[[2]uint64]string{}
-	err := filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		line := fmt.Sprintf("%s type=%o mode=%o %d:%d", rel, st.Mode&unix.S_IFMT, st.Mode&0o7777, st.Uid, st.Gid)
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR || rel != "." {
-			line += fmt.Sprintf(" mtime=%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
-		}
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			line += fmt.Sprintf(" size=%d sha=%x", st.Size, sha256.Sum256(b))
-		case unix.S_IFLNK:
-			target, _ := os.Readlink(p)
-			line += " -> " + target
-		case unix.S_IFCHR, unix.S_IFBLK:
-			line += fmt.Sprintf(" dev=%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
-		}
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink > 1 {
-			key := [2]uint64{st.Dev, st.Ino}
-			if _, ok := groups[key]; !ok {
-				groups[key] = rel
-			}
-			line += " linkgroup=" + groups[key]
-		}
-		for _, n := range listXattrs(p) {
-			v, _ := getXattr(p, n)
-			line += fmt.Sprintf(" %s=%q", n, v)
-		}
-		lines = append(lines, line)
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("fingerprint %s: %v", root, err)
-	}
-	return strings.Join(lines, "\n")
-}
-
-func writeFile(t *testing.T, p, body string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func mkdir(t *testing.T, p string) {
-	t.Helper()
-	if err := os.MkdirAll(p, 0o755); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func setXattr(t *testing.T, p, name, value string) {
-	t.Helper()
-	if err := unix.Lsetxattr(p, name, []byte(value), 0); err != nil {
-		t.Fatalf("setxattr %s %s: %v", p, name, err)
-	}
-}
-
-func getXattr(p, name string) (string, bool) {
-	buf := make([]byte, 64*1024)
-	n, err := unix.Lgetxattr(p, name, buf)
-	if err != nil {
-		return "", false
-	}
-	return string(buf[:n]), true
-}
-
-// listXattrs lists p's xattr names, sorted.
-func listXattrs(p string) []string {
-	buf := make([]byte, 64*1024)
-	n, err := unix.Llistxattr(p, buf)
-	if err != nil || n <= 0 {
-		return nil
-	}
-	var names []string
-	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if name != "" {
-			names = append(names, name)
-		}
-	}
-	slices.Sort(names)
-	return names
-}
-
-func mknodWhiteout(t *testing.T, p string) {
-	t.Helper()
-	if err := unix.Mknod(p, unix.S_IFCHR, 0); err != nil {
-		t.Fatalf("mknod %s: %v", p, err)
-	}
-}
-
-func isCharWhiteout(p string) bool {
-	var st unix.Stat_t
-	return unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
+	return testutil.Snapshot(t, root, testutil.WithOwner|testutil.WithContent|testutil.WithRdev|testutil.WithMtime|
+		testutil.WithLinkGroups|testutil.WithXattrs)
 }
 
 func exists(p string) bool {
@@ -268,13 +148,5 @@ func exists(p string) bool {
 // siblings lists the names beside dir (to see a staging dir left over).
 func siblings(t *testing.T, dir string) []string {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Dir(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
+	return testutil.ReadDirNames(t, filepath.Dir(dir))
 }

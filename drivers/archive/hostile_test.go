@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/strata-fs/strata/drivers/archive"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // hostileFixture is a layer dir with content of every kind, beside a
@@ -23,10 +24,10 @@ func newHostileFixture(t *testing.T) *hostileFixture {
 	t.Helper()
 	root := t.TempDir()
 	f := &hostileFixture{root: root, layer: filepath.Join(root, "layer"), sentinel: filepath.Join(root, "sentinel")}
-	writeFile(t, filepath.Join(f.sentinel, "victim"), "do not touch")
-	writeFile(t, filepath.Join(f.layer, "etc/passwd"), "root:x:0:0")
-	writeFile(t, filepath.Join(f.layer, "data/big"), strings.Repeat("d", 70000))
-	setXattr(t, filepath.Join(f.layer, "data/big"), "user.tag", "v")
+	testutil.WriteFile(t, filepath.Join(f.sentinel, "victim"), "do not touch")
+	testutil.WriteFile(t, filepath.Join(f.layer, "etc/passwd"), "root:x:0:0")
+	testutil.WriteFile(t, filepath.Join(f.layer, "data/big"), strings.Repeat("d", 70000))
+	testutil.Setxattr(t, filepath.Join(f.layer, "data/big"), "user.tag", "v")
 	if err := os.Link(filepath.Join(f.layer, "data/big"), filepath.Join(f.layer, "data/big.link")); err != nil {
 		t.Fatal(err)
 	}
@@ -37,8 +38,8 @@ func newHostileFixture(t *testing.T) *hostileFixture {
 		t.Fatal(err)
 	}
 	if os.Geteuid() == 0 {
-		mknodWhiteout(t, filepath.Join(f.layer, "deleted"))
-		setXattr(t, filepath.Join(f.layer, "data"), "trusted.overlay.opaque", "y")
+		testutil.MknodWhiteout(t, filepath.Join(f.layer, "deleted"), 0)
+		testutil.Setxattr(t, filepath.Join(f.layer, "data"), "trusted.overlay.opaque", "y")
 	}
 	return f
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/strata-fs/strata/drivers/archive"
+	"github.com/strata-fs/strata/internal/testutil"
 )
 
 // TestApplyCrashHelper is the child of TestApplyCrash: it applies stdin to
@@ -118,8 +119,8 @@ func TestApplyConcurrent(t *testing.T) {
 	for i := range n {
 		tb := mkTar(t, dir("shared/"), file(fmt.Sprintf("shared/f%d", i), "x"))
 		own := filepath.Join(root, fmt.Sprintf("layer%d", i))
-		mkdir(t, own)
-		mkdir(t, filepath.Join(root, "same"))
+		testutil.Mkdirs(t, own)
+		testutil.Mkdirs(t, filepath.Join(root, "same"))
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
