@@ -17,6 +17,7 @@ import (
 
 	"github.com/strata-fs/strata/drivers/archive"
 	"github.com/strata-fs/strata/drivers/drivertest"
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -61,7 +62,7 @@ func inUserNamespace(t *testing.T, cmd *exec.Cmd) string {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		skipOrFail(t, fmt.Sprintf("cannot start a process in a new user namespace: %v", err))
+		testutil.SkipOrFail(t, fmt.Sprintf("cannot start a process in a new user namespace: %v", err))
 	}
 	err := cmd.Wait()
 	require.NoError(t, err, "%s, run as root of a user namespace:\n%s", strings.Join(cmd.Args, " "), out.String())
@@ -88,7 +89,7 @@ func requireUserMarkers(t *testing.T, dir string) {
 	t.Helper()
 	opaque := 0
 	require.NoError(t, filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-		for _, x := range allXattrs(t, p) {
+		for _, x := range testutil.Xattrs(t, p, "") {
 			require.False(t, strings.HasPrefix(x, "trusted."), "%s: %s", p, x)
 			if x == `user.overlay.opaque="y"` {
 				opaque++
@@ -108,7 +109,7 @@ func requireUserMarkers(t *testing.T, dir string) {
 // must show the same tree as over the same tars applied outside: whiteouts
 // and opaque directories hide what they should.
 func TestUserNamespaceMarkers(t *testing.T) {
-	requireMountable(t)
+	testutil.NeedFUSE(t)
 	layers := drivertest.ImageLayers(t)
 	tmp := t.TempDir()
 
@@ -118,7 +119,7 @@ func TestUserNamespaceMarkers(t *testing.T) {
 		_, err := archive.Apply(filepath.Join(tmp, "ref", strconv.Itoa(i)), bytes.NewReader(tarball), archive.ApplyOptions{Format: whiteout.Overlay})
 		require.NoError(t, err)
 	}
-	refMnt := mkdirs(t, filepath.Join(tmp, "ref-mnt"))[0]
+	refMnt := testutil.Mkdirs(t, filepath.Join(tmp, "ref-mnt"))[0]
 	mountStrata(t, refMnt, "lowerdir="+refLowers)
 	want := drivertest.Snapshot(t, refMnt)
 	for _, p := range []string{"etc/passwd", "var/cache", "opt/app/one", "usr/lib/libx.so.1"} {
@@ -141,7 +142,7 @@ func TestUserNamespaceMarkers(t *testing.T) {
 		inUserNamespace(t, cmd)
 		requireUserMarkers(t, dir)
 
-		mnt := mkdirs(t, filepath.Join(tmp, "apply-mnt"))[0]
+		mnt := testutil.Mkdirs(t, filepath.Join(tmp, "apply-mnt"))[0]
 		mountStrata(t, mnt, "lowerdir="+lowers)
 		drivertest.RequireEqual(t, want, drivertest.Snapshot(t, mnt), "layers applied by real root vs. by root of a user namespace")
 	})
@@ -158,7 +159,7 @@ func TestUserNamespaceMarkers(t *testing.T) {
 		}
 		requireUserMarkers(t, dir)
 
-		mnt := mkdirs(t, filepath.Join(tmp, "convert-mnt"))[0]
+		mnt := testutil.Mkdirs(t, filepath.Join(tmp, "convert-mnt"))[0]
 		mountStrata(t, mnt, "lowerdir="+lowers)
 		drivertest.RequireEqual(t, want, drivertest.Snapshot(t, mnt), "layers applied by real root vs. converted by root of a user namespace")
 	})

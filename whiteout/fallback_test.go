@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -42,7 +43,7 @@ func captureLog() (*log.Logger, *bytes.Buffer) {
 func TestFallbackWriter(t *testing.T) {
 	logger, logged := captureLog()
 	dir := t.TempDir()
-	fd := openDir(t, dir)
+	fd := testutil.OpenDir(t, dir)
 	var tries int
 	var mu sync.Mutex
 	f := whiteout.NewFallbackWriter(whiteout.Writer{Format: whiteout.Overlay, XattrNamespace: "user."}, "for the test", logger)
@@ -83,7 +84,7 @@ func TestFallbackWriter(t *testing.T) {
 // TestFallbackWriterOtherErrors: only ErrWhiteoutDenied falls back.
 func TestFallbackWriterOtherErrors(t *testing.T) {
 	logger, logged := captureLog()
-	fd := openDir(t, t.TempDir())
+	fd := testutil.OpenDir(t, t.TempDir())
 	f := whiteout.NewFallbackWriter(whiteout.Writer{Format: whiteout.Overlay}, "", logger)
 	f.Mknod = func(whiteout.Writer, int, string) error { return fmt.Errorf("whiteout x: %w", unix.EIO) }
 	format, err := f.Whiteout(fd, "x")
