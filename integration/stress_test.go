@@ -124,7 +124,16 @@ func runStress(t *testing.T, cfg stressConfig, mode string, flags []string) {
 		t.Fatalf("cp -a: %v\n%s", err, out)
 	}
 
-	mountStrataFlags(t, mnt, flags, writableOpt(lowers, upper, work))
+	// The daemon's log, shown when the run fails: an error the daemon had
+	// no errno for (EIO) says there what it was.
+	daemonLog := filepath.Join(tmp, "strata.log")
+	t.Cleanup(func() {
+		if data, err := os.ReadFile(daemonLog); err == nil && len(data) > 0 && t.Failed() {
+			lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+			t.Logf("the daemon's log (last %d lines):\n%s", min(len(lines), 40), strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+	})
+	mountStrataFlags(t, mnt, append(append([]string(nil), flags...), "--log", daemonLog), writableOpt(lowers, upper, work))
 	board := filepath.Join(tmp, "board")
 	require.NoError(t, os.WriteFile(board, make([]byte, 8*cfg.Shape.Workers), 0o644))
 	jobs := make([]stressJob, cfg.Shape.Workers)

@@ -123,6 +123,7 @@ func (n *Node) openFile(e *branches.Entry, fd int, flags int) (fs.FileHandle, ui
 	switch mode {
 	case refused:
 		unix.Close(fd)
+		n.u.logger.Printf("open %s: passthrough opens of another copy are live (EBUSY to the caller)", e.Path)
 		return nil, 0, syscall.EBUSY
 	case registered:
 		// The copy of the node's passthrough opens, reopened with this
@@ -136,6 +137,7 @@ func (n *Node) openFile(e *branches.Entry, fd int, flags int) (fs.FileHandle, ui
 		same, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", g.fd()), flags|unix.O_CLOEXEC, 0)
 		unix.Close(fd)
 		if err != nil {
+			n.u.logger.Printf("open %s: reopening the copy of its passthrough opens: %v", e.Path, err)
 			return nil, 0, fs.ToErrno(err)
 		}
 		fd, branch, mode = same, g.branch, passthrough

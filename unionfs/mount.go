@@ -88,7 +88,11 @@ func Mount(stack *branches.Stack, mountpoint string, cfg Config) (*fuse.Server, 
 		}
 	}
 	mo.DirectMountFlags = flags
-	u := &union{stack: stack, owners: newOwners(stack.Options().Compat), noPassthrough: cfg.NoPassthrough, open: map[*Node][]*file{}}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = log.Default()
+	}
+	u := &union{stack: stack, owners: newOwners(stack.Options().Compat), noPassthrough: cfg.NoPassthrough, logger: logger, open: map[*Node][]*file{}}
 	node := u.newNode(root, stack.Generation())
 	// fs.Mount, with the bridge wrapped (rawfs.go).
 	raw := &rawFS{RawFileSystem: fs.NewNodeFS(node, opts), owners: u.owners}

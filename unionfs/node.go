@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"context"
+	"log"
 	"sync"
 	"syscall"
 
@@ -19,6 +20,9 @@ type union struct {
 	owners *owners
 	// noPassthrough keeps reads and writes of open files in the daemon.
 	noPassthrough bool
+	// logger receives what the mount's user should see: errors that had
+	// no errno to give the caller (EIO), and rare decisions.
+	logger *log.Logger
 	// open lists each node's open files: how each reaches its data
 	// decides how the next open may (chooseIOMode), they follow their
 	// object across a copy-up, and a node with no name left acts through
@@ -56,6 +60,16 @@ const (
 // node resolve again).
 func (u *union) newNode(e *branches.Entry, gen uint64) *Node {
 	return &Node{u: u, entry: e, gen: gen}
+}
+
+// errno maps err for the kernel, logging what becomes EIO: such an error
+// has no errno of its own, and only the log can say what it was.
+func (u *union) errno(op string, n *Node, err error) syscall.Errno {
+	errno := toErrno(err)
+	if errno == syscall.EIO {
+		u.logger.Printf("%s %s: %v (EIO to the caller)", op, n.Path(nil), err)
+	}
+	return errno
 }
 
 // current returns the node's entry, resolved again by the node's present

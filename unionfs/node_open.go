@@ -18,7 +18,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	kept := branches.KeptOpenFlags(int(flags))
 	e, fd, copied, err := n.u.stack.Open(n.current(), kept)
 	if err != nil {
-		return nil, 0, toErrno(err)
+		return nil, 0, n.u.errno("open", n, err)
 	}
 	if copied {
 		n.set(e, gen)
@@ -36,7 +36,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	gen := n.u.stack.Generation()
 	e, fd, err := n.u.stack.Create(n.current(), name, obj)
 	if err != nil {
-		return nil, nil, 0, toErrno(err)
+		return nil, nil, 0, n.u.errno("create "+name+" in", n, err)
 	}
 	child, errno := n.child(ctx, e, gen, out)
 	if errno != 0 {

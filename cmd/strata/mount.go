@@ -42,6 +42,7 @@ type mountFlags struct {
 	passthrough bool
 	cpuProfile  string
 	trace       string
+	logFile     string
 }
 
 func cmdMount(args []string) error {
@@ -55,6 +56,7 @@ func cmdMount(args []string) error {
 	fl.BoolVar(&f.passthrough, "passthrough", true, "let the kernel do reads and writes of open files on the backing file (FUSE passthrough, where the kernel and privileges allow)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the daemon to `FILE` until it exits")
 	fl.StringVar(&f.trace, "trace", "", "write the decision trace to `FILE` (appending; see 'strata trace --help')")
+	fl.StringVar(&f.logFile, "log", "", "append the daemon's messages to `FILE` (default: stderr, which a daemon started in the background does not have)")
 	fl.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: strata mount [flags] -o OPTIONS MOUNTPOINT\n\nFlags:\n%s\n", fl.FlagUsages())
 		fmt.Fprint(os.Stderr, "Examples:\n  strata mount -o lowerdir=/l1:/l2,upperdir=/u,workdir=/w /mnt/merged\n  strata mount -o br=/u=rw:/l1=ro /mnt/merged\n")
@@ -82,8 +84,17 @@ func mountUnion(f mountFlags, mountpoint string) error {
 	}
 	opts.Whiteout = format
 	// The daemon's one logger: the stack's messages, go-fuse's and the
-	// control channel's all go to stderr, prefixed with the program.
-	logger := log.New(os.Stderr, "strata: ", log.LstdFlags)
+	// control channel's all go to stderr (or --log), prefixed with the
+	// program.
+	logOut := io.Writer(os.Stderr)
+	if f.logFile != "" {
+		lf, err := os.OpenFile(f.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("--log: %w", err)
+		}
+		logOut = lf // open for the daemon's life
+	}
+	logger := log.New(logOut, "strata: ", log.LstdFlags)
 	opts.Logger = logger
 	applyCompat(opts, &f)
 	if f.readOnly {
