@@ -1,18 +1,15 @@
 package drivertest
 
 import (
-	"crypto/sha256"
 	"fmt"
-	"io"
 	"os"
-	"path"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-fs/strata/internal/testutil"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -26,25 +23,25 @@ import (
 // orders.
 type Tree map[string]string
 
-// Snapshot walks dir without following symlinks.
+// Snapshot walks dir without following symlinks (testutil.Walk).
 func Snapshot(t testing.TB, dir string) Tree {
 	t.Helper()
 	tree := Tree{}
 	linkSets := map[[2]uint64]string{}
-	var walk func(rel string)
-	walk = func(rel string) {
-		p := path.Join(dir, rel)
+	testutil.Walk(t, dir, func(rel, p string, st *unix.Stat_t) {
+		if rel == "lost+found" || strings.HasPrefix(rel, "lost+found/") {
+			return // ext4's, on devicemapper layers
+		}
 		fi, err := os.Lstat(p)
 		if err != nil {
 			t.Fatalf("lstat %s: %v", p, err)
 		}
-		st := fi.Sys().(*syscall.Stat_t)
 		// FileMode's String: type letter, then setuid/setgid/sticky, then
 		// rwx bits ("drwxr-x---", "urwxr-xr-x" for 04755).
 		line := fmt.Sprintf("%v %d:%d", fi.Mode(), st.Uid, st.Gid)
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
-			line += fmt.Sprintf(" size=%d sha256=%.16s mtime=%d.%09d", st.Size, hashFile(t, p), st.Mtim.Sec, st.Mtim.Nsec)
+			line += fmt.Sprintf(" size=%d sha256=%.16s mtime=%d.%09d", st.Size, testutil.HashFile(t, p), st.Mtim.Sec, st.Mtim.Nsec)
 			if st.Nlink > 1 {
 				key := [2]uint64{st.Dev, st.Ino}
 				if first, ok := linkSets[key]; ok {
@@ -66,27 +63,7 @@ func Snapshot(t testing.TB, dir string) Tree {
 			line += " xattrs{" + x + "}"
 		}
 		tree[rel] = line
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			return
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatalf("open %s: %v", p, err)
-		}
-		names, err := f.Readdirnames(-1)
-		f.Close()
-		if err != nil {
-			t.Fatalf("readdir %s: %v", p, err)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			if rel == "." && n == "lost+found" {
-				continue // ext4's, on devicemapper layers
-			}
-			walk(path.Join(rel, n))
-		}
-	}
-	walk(".")
+	})
 	return tree
 }
 
@@ -125,19 +102,6 @@ func message(msgAndArgs []any) string {
 		return fmt.Sprintf(f, msgAndArgs[1:]...) + ": "
 	}
 	return fmt.Sprint(msgAndArgs...) + ": "
-}
-
-func hashFile(t testing.TB, p string) string {
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatalf("open %s: %v", p, err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatalf("read %s: %v", p, err)
-	}
-	return fmt.Sprintf("%x", h.Sum(nil))
 }
 
 // xattrs lists p's attributes as name=value, sorted, without the union's
