@@ -56,9 +56,13 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	return &fuse.DirEntry{Name: e.Name(), Mode: e.St.Mode & unix.S_IFMT, Ino: e.Ino, Off: uint64(d.next)}, 0
 }
 
-// Lookup answers READDIRPLUS for the entry Readdirent just returned.
+// Lookup answers READDIRPLUS for the entry Readdirent just returned,
+// from the listing while the stack's layout is as it was when the listing
+// was made. After a rename or a copy-up the name may lead elsewhere, and
+// the kernel makes a dentry of what READDIRPLUS answers: it is resolved
+// again.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if d.next > 0 && d.next <= len(d.entries) {
+	if d.next > 0 && d.next <= len(d.entries) && d.gen == d.node.u.stack.Generation() {
 		if e := d.entries[d.next-1]; e.Name() == name {
 			return d.node.child(ctx, e, d.gen, out)
 		}
